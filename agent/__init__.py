@@ -1,0 +1,1 @@
+"""The van agent: a pure core fed typed events, and the shell that wires drivers, outbox and uplink."""

@@ -1,0 +1,126 @@
+"""The ``dropline`` command: one module per subcommand, imported only when that subcommand runs.
+
+A subcommand module defines ``HELP`` (one line), ``EXAMPLE`` (a command line), ``add_arguments
+(parser)`` and ``run(args) -> int``. Importing lazily keeps ``dropline agent`` small on a Pi: the
+collector's or the decoders' libraries are never loaded there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+# subcommand path -> (module, one-line help, example). The help text is repeated here so that
+# ``dropline --help`` does not import every subcommand's dependencies.
+COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
+    ("decode", "gps"): (
+        "agent.cli.decode_gps",
+        "NMEA 0183 log (or gpsd JSON) to fixes, one per receiver epoch",
+        "dropline decode gps tests/data/nmea/gpsd/bt451.log",
+    ),
+    ("decode", "can"): (
+        "agent.cli.decode_can",
+        "CAN log (candump, asc, blf, csv) to VSS signals through a DBC",
+        "dropline decode can --dbc tests/data/can/kona_ev/pcan.dbc --map kona_ev "
+        "tests/data/can/kona_ev/logs/bms_bench_2021_64kwh_idle.asc",
+    ),
+    ("decode", "scan"): (
+        "agent.cli.decode_scan",
+        "barcode scanner lines to scans (SSCC, GTIN, GS1, courier tracking)",
+        "dropline decode scan tests/data/barcodes/scans_raw.txt",
+    ),
+    ("agent",): ("agent.cli.agent", "run the van agent", "dropline agent --config examples/agent.toml"),
+    ("collector",): (
+        "agent.cli.collector",
+        "run the collector (gRPC and/or MQTT ingest into one store)",
+        "dropline collector --db collector.db --grpc 127.0.0.1:50051 --mqtt mqtt://127.0.0.1:1883",
+    ),
+    ("export",): (
+        "agent.cli.export",
+        "print what the collector stored, with vehicle and seq",
+        "dropline export --db collector.db --kind fixes",
+    ),
+    ("demo",): ("agent.cli.demo", "decode the recorded drive shipped in tests/data", "dropline demo"),
+}
+
+
+class UsageError(Exception):
+    """Input the command cannot use; the message names the file, line and field."""
+
+
+def _epilog(example: str) -> str:
+    return f"example:\n  {example}"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, tuple[str, ...]]]:
+    top = argparse.ArgumentParser(
+        prog="dropline",
+        description="Dropline: edge agent and collector for delivery fleets.",
+        epilog="\n".join(f"  {ex}" for _, _, ex in COMMANDS.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    subs = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+    by_prog: dict[str, tuple[str, ...]] = {}
+    for path, (_module, help_text, example) in COMMANDS.items():
+        parent = subs
+        if len(path) == 2:
+            if path[0] not in groups:
+                group = subs.add_parser(path[0], help=f"{path[0]} subcommands")
+                groups[path[0]] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+            parent = groups[path[0]]
+        p = parent.add_parser(
+            path[-1],
+            help=help_text,
+            description=help_text,
+            epilog=_epilog(example),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(_path=path)
+        by_prog[p.prog] = path
+    return top, by_prog
+
+
+def _load(path: tuple[str, ...]) -> ModuleType:
+    return importlib.import_module(COMMANDS[path][0])
+
+
+def _command_path(argv: Sequence[str]) -> tuple[str, ...] | None:
+    words = [a for a in argv if not a.startswith("-")]
+    return next((p for p in COMMANDS if tuple(words[: len(p)]) == p), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, _ = build_parser()
+    path = _command_path(argv)
+    module = _load(path) if path else None
+    if module is not None and path is not None:
+        module.add_arguments(_find_subparser(parser, path))
+    args = parser.parse_args(argv)  # prints help or a usage error and exits when no command matched
+    assert module is not None
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(module.run(args))
+    except UsageError as exc:
+        print(f"dropline: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+def _find_subparser(top: argparse.ArgumentParser, path: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = top
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser

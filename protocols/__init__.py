@@ -1,0 +1,1 @@
+"""Wire formats: the protobuf schema, the batch framing and the MQTT topic scheme."""
