@@ -1,0 +1,63 @@
+"""gpsd's TPV report <-> ``Fix``. The JSON field names of ``dropline decode gps`` are gpsd's."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from agent.records import Fix, iso_time, parse_iso_time
+
+
+def _number(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def fix_from_tpv(obj: dict[str, Any]) -> Fix | None:
+    """A Fix from one TPV object, or None when it carries no position.
+
+    gpsd sends TPVs with ``mode`` 0/1 (no fix) and, during acquisition, TPVs without ``time``,
+    ``lat`` or ``lon``: those are not positions and must never become one (no 0,0 fixes).
+    """
+    if obj.get("class") != "TPV":
+        return None
+    mode = obj.get("mode")
+    lat, lon = _number(obj, "lat"), _number(obj, "lon")
+    time_text = obj.get("time")
+    if mode not in (2, 3) or lat is None or lon is None or not isinstance(time_text, str):
+        return None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        return None
+    try:
+        t = parse_iso_time(time_text)
+    except ValueError:
+        return None
+    sats = obj.get("nSat")
+    return Fix(
+        time=t,
+        mode=int(mode),
+        lat=lat,
+        lon=lon,
+        alt_msl=_number(obj, "altMSL") if _number(obj, "altMSL") is not None else _number(obj, "alt"),
+        speed=_number(obj, "speed"),
+        track=_number(obj, "track"),
+        hdop=_number(obj, "hdop"),
+        sats=sats if isinstance(sats, int) and not isinstance(sats, bool) else None,
+    )
+
+
+def fix_to_tpv(fix: Fix) -> dict[str, Any]:
+    """The JSON object ``dropline decode gps`` prints: gpsd TPV names, absent fields omitted."""
+    out: dict[str, Any] = {"time": iso_time(fix.time), "mode": fix.mode, "lat": fix.lat, "lon": fix.lon}
+    for key, value in (
+        ("altMSL", fix.alt_msl),
+        ("speed", fix.speed),
+        ("track", fix.track),
+        ("hdop", fix.hdop),
+        ("sats", fix.sats),
+    ):
+        if value is not None:
+            out[key] = value
+    return out
