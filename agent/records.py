@@ -58,7 +58,38 @@ class Tick:
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something a person should look at: a delivery exception, or the agent's own trouble."""
+
+    time: float
+    code: str
+    severity: str = "warning"
+    message: str = ""
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Sequence numbers given out but never to be sent: every seq in ``[from_seq, to_seq]`` the
+    collector lacks was dropped on purpose (``disk_budget``, ``outbox_reset``)."""
+
+    time: float
+    from_seq: int
+    to_seq: int
+    reason: str
+
+
 Event = Fix | Signal | Scan | Tick
+"""What drivers and the shell feed the core."""
+
+Record = Fix | Signal | Scan | Alert | Gap
+"""What the core (and the outbox itself, for gaps) hands to the outbox to persist and send."""
+
+
+def is_priority(record: Record) -> bool:
+    """Deliveries, alerts and gaps are committed at once and never evicted; telemetry is batched."""
+    return not isinstance(record, Fix | Signal)
 
 
 def iso_time(t: float) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from agent.records import Fix, iso_time, parse_iso_time
@@ -61,3 +64,22 @@ def fix_to_tpv(fix: Fix) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     return out
+
+
+def read_trace(path: Path) -> Iterator[Fix]:
+    """Fixes from a TRACE file (JSON lines with at least ``time``, ``lat``, ``lon``, as
+    ``dropline decode gps`` writes them); a line that is not a usable fix is an error naming it."""
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                row.setdefault("class", "TPV")
+                row.setdefault("mode", 3 if "altMSL" in row else 2)
+            except (json.JSONDecodeError, AttributeError) as exc:
+                raise ValueError(f"{path}:{number}: not a JSON object ({exc})") from exc
+            fix = fix_from_tpv(row)
+            if fix is None:
+                raise ValueError(f"{path}:{number}: needs time (ISO 8601), lat and lon in range")
+            yield fix

@@ -1,0 +1,48 @@
+"""``dropline agent --config FILE``: run the van agent until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from agent import cext
+from agent.cli import UsageError
+from agent.config import ConfigError, describe, load
+
+log = logging.getLogger("dropline.agent")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=False, help="agent TOML file")
+    parser.add_argument("--describe-config", action="store_true", help="print every setting with its default")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.describe_config:
+        print("\n".join(describe()))
+        return 0
+    if args.config is None:
+        raise UsageError("agent: --config FILE is required (see --describe-config)")
+    try:
+        config = load(args.config)
+        cext.check()
+        from agent.runtime import Agent
+
+        agent = Agent(config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    print(json.dumps(agent.status(), default=str), file=sys.stderr)
+    return 0

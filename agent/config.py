@@ -1,0 +1,185 @@
+"""The agent's configuration: one TOML file, every setting declared once (name, type, default,
+unit, description). The declarations drive validation, its error messages and ``describe()``.
+
+Unknown keys are errors (a typo must not silently fall back to a default), and every error
+names the file and the dotted field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+from protocols.topics import valid_vehicle
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the field."""
+
+
+def setting(default: Any = MISSING, doc: str = "", unit: str = "", choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"doc": doc, "unit": unit, "choices": choices})
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    id: str = setting(doc="vehicle id, unique in the fleet: 1-64 of A-Z a-z 0-9 _ . -")
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    path: Path = setting(Path("/var/lib/dropline/outbox.db"), "SQLite outbox file")
+    disk_budget_bytes: int = setting(256 * 1024 * 1024, "space the outbox may use before evicting telemetry", "bytes")
+    group_commit_s: float = setting(1.0, "telemetry commit interval: the most lost on power loss", "s")
+    retain_acked: int = setting(100_000, "acknowledged records kept as local history", "records")
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    transport: str = setting("grpc", "how records leave the van", choices=("grpc", "mqtt", "none"))
+    target: str = setting("127.0.0.1:50051", "collector host:port (grpc) or mqtt://host:port (mqtt)")
+    order: str = setting("oldest-first", "backlog order: strict history or live view first",
+                         choices=("oldest-first", "newest-first"))
+    window: int = setting(8, "unacknowledged batches in flight", "batches")
+    batch_records: int = setting(2000, "records per batch at most", "records")
+    batch_bytes: int = setting(1 << 20, "encoded records per batch at most", "bytes")
+    compress: bool = setting(True, "zlib-compress batches")
+    ack_timeout_s: float = setting(10.0, "resend unacknowledged records after this long", "s")
+    keepalive_s: float = setting(5.0, "transport keep-alive: how fast a dead link is noticed", "s")
+    backoff_max_s: float = setting(3.0, "longest wait between reconnect attempts", "s")
+
+
+@dataclass(frozen=True)
+class GpsConfig:
+    driver: str = setting("gpsd", "GNSS source", choices=("gpsd", "nmea-serial", "nmea-file", "trace-file"))
+    host: str = setting("127.0.0.1", "gpsd host")
+    gpsd_port: int = setting(2947, "gpsd port")
+    port: str = setting("/dev/ttyACM0", "serial device of an NMEA receiver")
+    baudrate: int = setting(9600, "serial speed", "baud")
+    path: Path = setting(Path(""), "recorded file to replay (nmea-file, trace-file)")
+    replay_interval_s: float = setting(0.0, "pause between replayed fixes; 0 = as fast as possible", "s")
+    replay_repeat: int = setting(1, "times to replay the file, each shifted in time after the last", "times")
+
+
+@dataclass(frozen=True)
+class CanConfig:
+    driver: str = setting("python-can", "CAN source", choices=("python-can", "can-log"))
+    interface: str = setting("socketcan", "python-can interface (socketcan, virtual, pcan, ...)")
+    channel: str = setting("can0", "python-can channel")
+    bitrate: int = setting(500_000, "bus speed", "bit/s")
+    dbc: Path = setting(Path(""), "DBC file of the vehicle model")
+    mapping: str = setting("", "DBC -> VSS mapping: a shipped name (kona_ev, ...) or a TOML path")
+    path: Path = setting(Path(""), "recorded log to replay (can-log)")
+    replay_interval_s: float = setting(0.0, "pause between replayed frames", "s")
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    driver: str = setting("serial", "scanner source", choices=("serial", "scan-file"))
+    port: str = setting("/dev/ttyUSB0", "serial device of the scanner")
+    baudrate: int = setting(9600, "serial speed", "baud")
+    path: Path = setting(Path(""), "file of scanner lines to replay (scan-file)")
+    replay_interval_s: float = setting(0.0, "pause between replayed scans", "s")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    vehicle: VehicleConfig = setting(doc="the van")
+    outbox: OutboxConfig = setting(OutboxConfig(), "store-and-forward buffer")
+    uplink: UplinkConfig = setting(UplinkConfig(), "connection to the collector")
+    gps: GpsConfig | None = setting(None, "GNSS receiver; absent = none")
+    can: CanConfig | None = setting(None, "CAN bus; absent = none")
+    scanner: ScannerConfig | None = setting(None, "barcode scanner; absent = none")
+
+
+T = TypeVar("T")
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass inside ``X`` or ``X | None``, if ``tp`` is a config section."""
+    if get_origin(tp) in (types.UnionType,):
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    return tp if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__") else None
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, str):
+            return Path(value)
+    raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+
+
+def build(cls: type[T], raw: Any, where: str) -> T:
+    """Validate ``raw`` (parsed TOML) against the declarations of ``cls``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    declared = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(declared))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: {', '.join(declared)})")
+    values: dict[str, Any] = {}
+    for name, f in declared.items():
+        path = f"{where}.{name}"
+        if name not in raw:
+            if f.default is MISSING:
+                raise ConfigError(f"{path}: required")
+            continue
+        section = _section_type(hints[name])
+        value = build(section, raw[name], path) if section else _convert(raw[name], hints[name], path)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{path}: must not be negative")
+        values[name] = value
+    return cls(**values)
+
+
+def load(path: Path) -> AgentConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    config = build(AgentConfig, raw, str(path))
+    if not valid_vehicle(config.vehicle.id):
+        raise ConfigError(f"{path}.vehicle.id: {config.vehicle.id!r} is not a valid vehicle id")
+    if config.uplink.window < 1 or config.uplink.batch_records < 1:
+        raise ConfigError(f"{path}.uplink: window and batch_records must be at least 1")
+    return config
+
+
+def describe(cls: type = AgentConfig, prefix: str = "") -> list[str]:
+    """One line per setting, for README and ``--help``: the declarations are the documentation."""
+    lines: list[str] = []
+    hints = get_type_hints(cls)
+    for f in fields(cls):  # type: ignore[arg-type]
+        section = _section_type(hints[f.name])
+        name = f"{prefix}{f.name}"
+        if section:
+            lines.append(f"[{name}]  {f.metadata.get('doc', '')}")
+            lines += describe(section, name + ".")
+            continue
+        default = "required" if f.default is MISSING else repr(str(f.default) if isinstance(f.default, Path)
+                                                               else f.default)
+        unit = f" [{f.metadata['unit']}]" if f.metadata.get("unit") else ""
+        choices = f" ({' | '.join(f.metadata['choices'])})" if f.metadata.get("choices") else ""
+        lines.append(f"  {name} = {default}{unit}: {f.metadata.get('doc', '')}{choices}")
+    return lines

@@ -1,0 +1,87 @@
+"""Drivers by name, from configuration: ``gps: gpsd | nmea-serial | nmea-file | trace-file``,
+``can: python-can | can-log``, ``scanner: serial | scan-file``.
+
+Each driver's module (and its library: pyserial, python-can, cantools, biip) is imported only
+when the configuration names it, so a van that has no CAN bus never loads cantools.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, CanConfig, ConfigError, GpsConfig, ScannerConfig
+from agent.records import Scan
+from firmware_bridge.driver import Driver
+from firmware_bridge.replay import ReplayDriver
+
+
+def _existing(path: Path, where: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(f"{where}: {path}: no such file")
+    return path
+
+
+def gps_driver(c: GpsConfig) -> Driver[Any]:
+    if c.driver == "gpsd":
+        from firmware_bridge.gps.gpsd_client import GpsdDriver
+
+        return GpsdDriver(host=c.host, port=c.gpsd_port)
+    if c.driver == "nmea-serial":
+        from firmware_bridge.gps.serial_nmea import SerialNmeaDriver
+
+        return SerialNmeaDriver(c.port, baudrate=c.baudrate)
+    path = _existing(c.path, "gps.path")
+    if c.driver == "nmea-file":
+        from firmware_bridge.gps.serial_nmea import iter_fixes_from_file
+
+        return ReplayDriver("gps", lambda: iter_fixes_from_file(path), c.replay_interval_s, c.replay_repeat)
+    from firmware_bridge.gps.tpv import read_trace
+
+    return ReplayDriver("gps", lambda: read_trace(path), c.replay_interval_s, c.replay_repeat)
+
+
+def can_driver(c: CanConfig) -> Driver[Any]:
+    from firmware_bridge.can.decoder import CanDecoder
+
+    decoder = CanDecoder.from_files(_existing(c.dbc, "can.dbc"), c.mapping or None)
+    if c.driver == "python-can":
+        from firmware_bridge.can.bus_driver import CanDriver
+
+        return CanDriver(decoder, interface=c.interface, channel=c.channel, bitrate=c.bitrate)
+    from firmware_bridge.can.bus_driver import iter_signals_from_log
+
+    path = _existing(c.path, "can.path")
+    return ReplayDriver("can", lambda: iter_signals_from_log(path, decoder), c.replay_interval_s)
+
+
+def _scan_lines(path: Path, start: float) -> Iterator[Scan]:
+    from firmware_bridge.scanner.parse import parse_scan
+
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        lines = [line.rstrip("\r\n") for line in f]
+    for i, line in enumerate(x for x in lines if x):
+        yield parse_scan(line, start + i)
+
+
+def scanner_driver(c: ScannerConfig) -> Driver[Any]:
+    if c.driver == "serial":
+        from firmware_bridge.scanner.serial_scanner import SerialScannerDriver
+
+        return SerialScannerDriver(c.port, baudrate=c.baudrate)
+    path = _existing(c.path, "scanner.path")
+    start = time.time()
+    return ReplayDriver("scanner", lambda: _scan_lines(path, start), c.replay_interval_s)
+
+
+def build_drivers(config: AgentConfig) -> list[Driver[Any]]:
+    drivers: list[Driver[Any]] = []
+    if config.gps:
+        drivers.append(gps_driver(config.gps))
+    if config.can:
+        drivers.append(can_driver(config.can))
+    if config.scanner:
+        drivers.append(scanner_driver(config.scanner))
+    return drivers

@@ -1,0 +1,104 @@
+"""The MQTT uplink transport: batches published QoS 1 to ``dropline/v1/<vehicle>/telemetry``,
+the collector's end-to-end acks read from ``dropline/v1/<vehicle>/ack``.
+
+A broker's PUBACK only means the broker has the batch; the record leaves the outbox on the
+collector's ack. Each connection is a fresh paho client with a clean session: after any drop
+the uplink rewinds the outbox instead of letting paho replay its in-memory session (which
+ignores the in-flight limit on reconnect, paho issue #492).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+from agent.uplink import TransportError, drain
+from protocols import topics
+from protocols.dropline.v1 import dropline_pb2 as pb
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"{url!r}: expected mqtt://host[:port]")
+    return parts.hostname, parts.port or 1883
+
+
+class MqttTransport:
+    def __init__(self, url: str, vehicle: str, keepalive_s: float = 5.0, window: int = 8) -> None:
+        self.host, self.port = parse_mqtt_url(url)
+        self.vehicle = vehicle
+        self.keepalive = max(1, round(keepalive_s))
+        self._telemetry = topics.topic(vehicle, topics.TELEMETRY)
+        self._ack_topic = topics.topic(vehicle, topics.ACK)
+        self._acks: queue.Queue[pb.Ack] = queue.Queue()
+        self._ready = threading.Event()
+        self._down = threading.Event()
+        self._error = ""
+        self.bad_acks = 0
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"dropline-van-{vehicle}-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        client.max_inflight_messages_set(window)
+        client.max_queued_messages_set(window * 2)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self._error = f"broker refused: {reason}"
+            self._down.set()
+            return
+        client.subscribe(self._ack_topic, qos=1)
+        self._ready.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._error = f"disconnected from broker: {reason}"
+        self._down.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._acks.put(pb.Ack.FromString(message.payload))
+        except Exception:  # a garbage ack is counted, never trusted
+            self.bad_acks += 1
+
+    def connect(self, timeout: float) -> None:
+        try:
+            self._client.connect(self.host, self.port, keepalive=self.keepalive)
+        except OSError as exc:
+            raise TransportError(f"MQTT broker {self.host}:{self.port}: {exc}") from exc
+        self._client.loop_start()
+        if not self._ready.wait(timeout) or self._down.is_set():
+            raise TransportError(self._error or f"MQTT broker {self.host}:{self.port}: no CONNACK in {timeout} s")
+
+    def _check(self) -> None:
+        if self._down.is_set():
+            raise TransportError(self._error)
+
+    def send(self, batch: bytes) -> None:
+        self._check()
+        info = self._client.publish(self._telemetry, batch, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_QUEUE_SIZE):
+            raise TransportError(f"publish failed: {mqtt.error_string(info.rc)}")
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            raise TransportError("paho queue full: the broker is not taking messages")
+
+    def acks(self, timeout: float) -> list[pb.Ack]:
+        out = drain(self._acks, timeout)
+        if not out:
+            self._check()
+        return out
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
