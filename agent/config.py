@@ -49,7 +49,7 @@ class UplinkConfig:
     compress: bool = setting(True, "zlib-compress batches")
     ack_timeout_s: float = setting(10.0, "resend unacknowledged records after this long", "s")
     keepalive_s: float = setting(5.0, "transport keep-alive: how fast a dead link is noticed", "s")
-    backoff_max_s: float = setting(3.0, "longest wait between reconnect attempts", "s")
+    backoff_max_s: float = setting(2.0, "longest wait between reconnect attempts", "s")
 
 
 @dataclass(frozen=True)

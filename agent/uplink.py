@@ -59,7 +59,7 @@ def drain(q: queue.Queue[pb.Ack], timeout: float) -> list[pb.Ack]:
 class Backoff:
     """Exponential backoff with full jitter, so a depot of vans does not reconnect in lockstep."""
 
-    def __init__(self, initial_s: float = 0.2, max_s: float = 3.0, rng: random.Random | None = None) -> None:
+    def __init__(self, initial_s: float = 0.2, max_s: float = 2.0, rng: random.Random | None = None) -> None:
         self.initial_s, self.max_s = initial_s, max_s
         self._attempt = 0
         self._rng = rng or random.Random()
@@ -139,7 +139,7 @@ class Uplink:
         while not self._stop.is_set():
             transport = self._connect()
             try:
-                transport.connect(timeout=5.0)
+                transport.connect(timeout=3.0)
                 self.stats.connects += 1
                 self.backoff.reset()
                 self.connected.set()
