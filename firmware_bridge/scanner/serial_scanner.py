@@ -1,0 +1,96 @@
+"""A barcode scanner on a serial line (USB CDC-ACM or RS-232): lines in, :class:`Scan` out.
+
+The bytes are assembled into lines by :class:`LineAssembler` and parsed by :func:`parse_scan`,
+both pure; this module only owns the port. A scan's ``time`` is its arrival time read from the
+injected clock (the shell's; ``time.time`` by default), the only clock a scanner has. Unreadable
+lines are counted in ``self.rejects`` (``overlong``, ``nul``, ``invalid_utf8``, ``control``,
+``truncated`` for a line cut off by a disconnect); nothing a scanner sends can stop the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import serial
+
+from agent.records import Scan
+from firmware_bridge.driver import DeviceError, Driver
+from firmware_bridge.rejects import Rejects
+from firmware_bridge.scanner.lines import MAX_LINE, LineAssembler, Overlong, UnreadableLine, decode_line
+from firmware_bridge.scanner.parse import parse_scan
+
+log = logging.getLogger("dropline.scanner")
+
+
+def scans_from_lines(lines: Iterable[bytes | Overlong], arrival: float, rejects: Rejects) -> list[Scan]:
+    """Parse assembled lines that arrived at ``arrival``; count the unreadable ones, skip empty ones."""
+    scans: list[Scan] = []
+    for line in lines:
+        if isinstance(line, Overlong):
+            rejects.reject("overlong", f"{line.length} bytes without a line end")
+            continue
+        if not line:
+            continue
+        try:
+            scans.append(parse_scan(decode_line(line), arrival))
+        except UnreadableLine as exc:
+            rejects.reject(exc.reason, exc.line)
+        except Exception as exc:  # parse_scan never raises by design; a bug there must not stop the van
+            log.exception("scanner: parser failed on %r", line[:80])
+            rejects.reject("parser_error", exc)
+    return scans
+
+
+class SerialScannerDriver(Driver[Scan]):
+    """A scanner sending one read per line (CR, LF or CRLF), optionally with AIM identifiers."""
+
+    kind = "scanner"
+
+    def __init__(
+        self,
+        port: str,
+        baud: int = 9600,
+        *,
+        name: str = "scanner",
+        clock: Callable[[], float] = time.time,
+        max_line: int = MAX_LINE,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        super().__init__(name, backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s)
+        self.port = port
+        self.baud = baud
+        self._clock = clock
+        self._lines = LineAssembler(max_line)
+        self._serial: serial.Serial | None = None
+
+    def _open(self) -> None:
+        try:
+            self._serial = serial.Serial(self.port, self.baud, timeout=0.2)
+        except (serial.SerialException, ValueError) as exc:
+            raise DeviceError(f"{self.port}: {exc}") from exc
+        self._lines.reset()
+
+    def _read(self, timeout: float) -> Sequence[Scan]:
+        port = self._serial
+        if port is None:
+            raise DeviceError(f"{self.port}: not open")
+        if port.timeout != timeout:
+            port.timeout = timeout
+        data = port.read(max(1, port.in_waiting))  # SerialException is an OSError: the base reconnects
+        if not data:
+            return ()
+        return scans_from_lines(self._lines.feed(data), self._clock(), self.rejects)
+
+    def _close(self) -> None:
+        if self._lines.pending:
+            self.rejects.reject("truncated", f"{self._lines.pending} bytes before the device went away")
+        self._lines.reset()
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except (OSError, serial.SerialException) as exc:
+                log.debug("%s: close failed: %s", self.port, exc)
