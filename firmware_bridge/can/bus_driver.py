@@ -1,0 +1,189 @@
+"""CAN I/O: a live bus through any python-can interface, and recorded logs, into ``Signal`` readings.
+
+python-can is imported only when a bus is opened or a log is read, so an agent without a CAN bus
+never loads it. Decoding is the pure :class:`CanDecoder`'s job; this module only moves frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.records import Signal
+from firmware_bridge.can.decoder import CanDecoder
+from firmware_bridge.can.gvret import is_gvret_csv, read_gvret
+from firmware_bridge.driver import DeviceError, Driver
+from firmware_bridge.rejects import Rejects
+
+log = logging.getLogger("dropline.can")
+
+LOG_SUFFIXES = (".log", ".asc", ".blf", ".csv", ".trc", ".mf4")  # what can.LogReader (or gvret) reads
+
+
+class LogFormatError(ValueError):
+    """A log file that cannot be read at all; the message names the file."""
+
+
+def read_frames(path: Path, rejects: Rejects) -> Iterator[Any]:
+    """``can.Message`` objects from a candump, ASC, BLF, python-can CSV or SavvyCAN GVRET CSV log.
+
+    Lines python-can cannot parse are counted as ``bad log line``. In a candump log reading goes
+    on after them; in the other formats python-can's reader cannot resume, so reading stops there
+    (logged with the file name).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LogFormatError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+        if is_gvret_csv(first):
+            try:
+                yield from read_gvret(path, rejects)
+            except ValueError as exc:
+                raise LogFormatError(str(exc)) from None
+            return
+        if not first.startswith("timestamp,arbitration_id"):
+            raise LogFormatError(
+                f"{path}: unknown CSV header {first.strip()[:60]!r}; expected python-can's "
+                "'timestamp,arbitration_id,...' or SavvyCAN GVRET's 'Time Stamp,ID,Extended,...'"
+            )
+    if suffix == ".log":
+        yield from _candump(path, rejects)
+        return
+    import can
+
+    try:
+        reader = can.LogReader(path)
+    except (ValueError, OSError, ImportError) as exc:
+        raise LogFormatError(f"{path}: cannot read as a CAN log ({', '.join(LOG_SUFFIXES)}): {exc}") from None
+    with reader:
+        n = 0
+        try:
+            for message in reader:
+                n += 1
+                yield message
+        except Exception as exc:  # python-can's readers raise assorted errors on corrupt input
+            rejects.reject("bad log line", f"{path}: after frame {n}: {exc}")
+            log.error("%s: unreadable after frame %d (%s); rest of the file skipped", path, n, exc)
+
+
+def _candump(path: Path, rejects: Rejects) -> Iterator[Any]:
+    """candump ``-l`` lines through python-can's reader, restarted after each bad line."""
+    from can.io.canutils import CanutilsLogReader
+
+    with path.open(encoding="utf-8", errors="replace") as f:
+        while True:
+            try:
+                yield from CanutilsLogReader(f)
+                return
+            except Exception as exc:  # one bad line; the reader shares the file, so go on after it
+                rejects.reject("bad log line", f"{path}: {exc}")
+
+
+def _usable(message: Any, rejects: Rejects) -> bool:
+    if message.is_error_frame:
+        rejects.reject("error frame", message)
+        return False
+    if message.is_remote_frame:
+        rejects.reject("remote frame", f"0x{message.arbitration_id:X}")
+        return False
+    return True
+
+
+def iter_signals_from_log(
+    path: Path, decoder: CanDecoder, *, channels: Collection[str] | None = None
+) -> Iterator[Signal]:
+    """Every signal of a recorded log, in file order, with the frames' own timestamps.
+
+    ``channels`` keeps only frames whose channel (as text: ``can0`` in candump logs, the ``Bus``
+    number in GVRET CSV, python-can's number in ASC) is listed: a DBC describes one bus, and
+    multi-bus logs reuse ids with other layouts. Frames on other channels are dropped uncounted.
+    """
+    rejects = decoder.rejects
+    decode = decoder.decode
+    for message in read_frames(path, rejects):
+        if channels is not None and str(message.channel) not in channels:
+            continue
+        if _usable(message, rejects):
+            yield from decode(message.arbitration_id, message.data, message.timestamp, message.is_extended_id)
+
+
+class CanDriver(Driver[Signal]):
+    """A live CAN bus: ``socketcan``/``can0`` on the van, ``virtual`` in tests, any python-can interface.
+
+    The driver shares the decoder's ``rejects``, so bad frames and bus-level rejects add up in one
+    place. A bus error (interface down, adapter unplugged) closes the bus and reopens it with backoff.
+    """
+
+    kind = "can"
+
+    def __init__(
+        self,
+        decoder: CanDecoder,
+        *,
+        interface: str,
+        channel: str | int,
+        bitrate: int | None = None,
+        name: str = "can",
+        bus_options: dict[str, Any] | None = None,
+        max_batch: int = 512,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        super().__init__(name, backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s)
+        self.decoder = decoder
+        self.rejects = decoder.rejects
+        self.interface = interface
+        self.channel = channel
+        self.bitrate = bitrate
+        self.bus_options = dict(bus_options or {})
+        self.max_batch = max_batch
+        self.frames = 0
+        self._bus: Any = None
+
+    def _open(self) -> None:
+        import can
+
+        options = dict(self.bus_options)
+        if self.bitrate:
+            options["bitrate"] = self.bitrate
+        try:
+            self._bus = can.Bus(interface=self.interface, channel=self.channel, **options)
+        except (can.CanError, ValueError, ImportError, NotImplementedError) as exc:
+            raise DeviceError(f"{self.interface}/{self.channel}: {exc}") from exc
+
+    def _read(self, timeout: float) -> Sequence[Signal]:
+        import can
+
+        bus = self._bus
+        out: list[Signal] = []
+        try:
+            message = bus.recv(timeout)
+            n = 0
+            while message is not None:
+                self.frames += 1
+                if _usable(message, self.rejects):
+                    out.extend(
+                        self.decoder.decode(
+                            message.arbitration_id, message.data, message.timestamp, message.is_extended_id
+                        )
+                    )
+                n += 1
+                if n >= self.max_batch:
+                    break
+                message = bus.recv(0)
+        except can.CanError as exc:
+            raise DeviceError(f"{self.interface}/{self.channel}: {exc}") from exc
+        return out
+
+    def _close(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            try:
+                bus.shutdown()
+            except Exception as exc:  # must not raise; the bus is going away anyway
+                log.debug("%s: shutdown: %s", self.name, exc)

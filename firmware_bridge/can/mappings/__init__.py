@@ -1,0 +1,1 @@
+"""Shipped DBC -> COVESA VSS mappings, one TOML file per vehicle model (package data)."""
