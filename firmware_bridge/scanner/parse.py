@@ -75,7 +75,7 @@ def split_symbology(text: str) -> tuple[str | None, str]:
         return None, text
     end = m.end()
     if m.group(1) is not None:
-        end = min(len(text), 3 + int(m.group(1)) + 1)
+        end = min(len(text), 2 + int(m.group(1)) + 1)
     return text[:end], text[end:]
 
 
