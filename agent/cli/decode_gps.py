@@ -1,0 +1,104 @@
+"""``dropline decode gps FILE``: an NMEA 0183 log (or gpsd JSON) to fixes, one JSON line per epoch.
+
+The output uses gpsd's TPV field names (``time``, ``mode``, ``lat``, ``lon``, ``altMSL``, ``speed``
+in m/s, ``track``, ``hdop``, ``sats``), so it can be compared line by line with what gpsd says
+about the same capture. Unusable lines are counted, the first few logged, and summarised on
+stderr at the end; they never stop the run. A file with nothing decodable in it is a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent.cli import UsageError
+from agent.cli.output import add_output_argument, input_file, output_stream, write_json_lines
+from agent.records import Fix
+from firmware_bridge.gps.nmea import NmeaDecoder
+from firmware_bridge.gps.serial_nmea import iter_lines_from_file
+from firmware_bridge.gps.tpv import fix_from_tpv, fix_to_tpv
+from firmware_bridge.rejects import Rejects
+
+HELP = "NMEA 0183 log (or gpsd JSON) to fixes, one per receiver epoch"
+EXAMPLE = "dropline decode gps tests/data/nmea/gpsd/bt451.log"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, metavar="FILE", help="NMEA log (raw receiver output) or gpsd JSON")
+    parser.add_argument(
+        "--format",
+        choices=("nmea", "gpsd"),
+        default="nmea",
+        help="nmea: NMEA 0183 sentences (default); gpsd: gpsd JSON lines (TPV reports, e.g. gpspipe -w)",
+    )
+    parser.add_argument(
+        "--require-checksum",
+        action="store_true",
+        help="reject sentences without *hh (gpsd, and by default this decoder, accept them)",
+    )
+    add_output_argument(parser)
+
+
+def nmea_fixes(path: Path, decoder: NmeaDecoder) -> Iterator[Fix]:
+    for line in iter_lines_from_file(path, decoder.rejects):
+        yield from decoder.feed(line)
+    yield from decoder.flush()
+
+
+def gpsd_fixes(path: Path, rejects: Rejects) -> Iterator[Fix]:
+    """One fix per epoch from gpsd JSON: gpsd reports an epoch several times as sentences
+    arrive, each report more complete, so the last TPV with a given time is the one kept."""
+    pending: Fix | None = None
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            text = raw.strip()
+            if not text:
+                continue
+            try:
+                obj = json.loads(text)
+            except (ValueError, UnicodeDecodeError):
+                rejects.reject("not_json", f"line {number}: {text[:80]!r}")
+                continue
+            if not isinstance(obj, dict) or obj.get("class") != "TPV":
+                continue
+            fix = fix_from_tpv(obj)
+            if fix is None:
+                continue
+            if pending is not None and pending.time != fix.time:
+                yield pending
+            pending = fix
+    if pending is not None:
+        yield pending
+
+
+def run(args: argparse.Namespace) -> int:
+    path = input_file(args.file)
+    rejects = Rejects("decode-gps")
+    decoder = NmeaDecoder(rejects, require_checksum=args.require_checksum)
+    fixes = gpsd_fixes(path, rejects) if args.format == "gpsd" else nmea_fixes(path, decoder)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for fix in fixes:
+            yield fix_to_tpv(fix)
+
+    with output_stream(args.output) as out:
+        n = write_json_lines(rows(), out)
+    by_reason = ", ".join(f"{k} {v}" for k, v in sorted(rejects.counts.items())) or "none"
+    if args.format == "nmea":
+        used, skipped = decoder.stats["used"], decoder.stats["skipped"]
+        if n == 0 and used == 0 and skipped == 0 and rejects.total:
+            raise UsageError(
+                f"{path}: line 1: no NMEA sentence in the file ({by_reason}); gpsd JSON needs --format gpsd"
+            )
+        print(
+            f"{path}: {n} fixes from {used} sentences ({skipped} of other types skipped); "
+            f"{rejects.total} rejected ({by_reason})",
+            file=sys.stderr,
+        )
+    else:
+        print(f"{path}: {n} fixes; {rejects.total} lines rejected ({by_reason})", file=sys.stderr)
+    return 0

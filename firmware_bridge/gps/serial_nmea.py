@@ -1,0 +1,126 @@
+"""A serial NMEA 0183 receiver (pyserial) and NMEA log files, both through ``NmeaDecoder``.
+
+The driver only moves bytes: it assembles lines from whatever chunks the port delivers and feeds
+them to the pure decoder. A USB receiver that is unplugged makes the port read fail or its path
+vanish; that is a ``DeviceError`` and the ``Driver`` base loop reconnects when it comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import serial
+
+from agent.records import Fix
+from firmware_bridge.driver import DeviceError, Driver
+from firmware_bridge.gps.nmea import NmeaDecoder
+from firmware_bridge.rejects import Rejects
+
+# Longer than any sentence (gpsd's limit is 102) but bounded, so a stream without newlines
+# (a wrong baud rate gives exactly that) cannot grow the buffer forever.
+MAX_LINE = 256
+
+
+class LineAssembler:
+    """Bytes in arbitrary chunks -> complete lines (CR LF, LF or lone CR terminated).
+
+    An unterminated tail longer than ``MAX_LINE`` is dropped and counted as ``overlong``; what is
+    left when the stream ends is an incomplete sentence, counted as ``truncated``.
+    """
+
+    def __init__(self, rejects: Rejects) -> None:
+        self._buf = b""
+        self._rejects = rejects
+
+    def push(self, chunk: bytes) -> list[bytes]:
+        data = self._buf + chunk
+        if b"\r" in data:
+            # CR alone ends a line on some receivers; CR LF becomes LF then an empty line, ignored
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if len(tail) > MAX_LINE:
+            self._rejects.reject("overlong", tail[:MAX_LINE])
+            tail = b""
+        self._buf = tail
+        return [line for line in lines if line]
+
+    def end(self) -> None:
+        """The stream stopped: an unterminated line never completed."""
+        if self._buf.strip():
+            self._rejects.reject("truncated", self._buf)
+        self._buf = b""
+
+
+class SerialNmeaDriver(Driver[Fix]):
+    """An NMEA receiver on a serial port (``/dev/ttyACM0``, ``/dev/serial/by-id/...``)."""
+
+    kind = "gps"
+
+    def __init__(self, port: str, baudrate: int = 9600, *, name: str = "gps-nmea", **kwargs: float) -> None:
+        super().__init__(name, **kwargs)
+        self.port = port
+        self.baudrate = baudrate
+        self.decoder = NmeaDecoder(self.rejects)
+        self._lines = LineAssembler(self.rejects)
+        self._serial: serial.Serial | None = None
+
+    def _open(self) -> None:
+        try:
+            self._serial = serial.Serial(self.port, self.baudrate, timeout=0.2, exclusive=True)
+        except serial.SerialException as exc:
+            raise DeviceError(str(exc)) from exc
+
+    def _read(self, timeout: float) -> Sequence[Fix]:
+        port = self._serial
+        if port is None:
+            raise DeviceError("not open")
+        try:
+            port.timeout = timeout
+            # block for the first byte, then take whatever else is already buffered
+            chunk = port.read(1)
+            if chunk:
+                chunk += port.read(port.in_waiting)
+        except (serial.SerialException, OSError, TypeError) as exc:
+            # pyserial reports a vanished USB device as "device reports readiness to read but
+            # returned no data" (SerialException) or, on some kernels, a TypeError from a closed fd
+            raise DeviceError(str(exc)) from exc
+        if not chunk:
+            if not Path(self.port).exists():
+                raise DeviceError(f"{self.port} disappeared")
+            return ()
+        fixes: list[Fix] = []
+        for line in self._lines.push(chunk):
+            fixes.extend(self.decoder.feed(line))
+        return fixes
+
+    def _flush(self) -> Sequence[Fix]:
+        # the device went away mid-epoch: what was complete is still a fix; a cut line is not
+        self._lines.end()
+        return self.decoder.flush()
+
+    def _close(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.close()
+
+
+def iter_lines_from_file(path: Path, rejects: Rejects) -> Iterator[bytes]:
+    """Complete lines of an NMEA log; a last line without its line ending is a cut sentence."""
+    with path.open("rb") as f:
+        for line in f:
+            if line.endswith((b"\n", b"\r")):
+                yield line
+            elif line.strip():
+                rejects.reject("truncated", line)
+
+
+def iter_fixes_from_file(path: Path, decoder: NmeaDecoder | None = None) -> Iterator[Fix]:
+    """Every fix in an NMEA log file (a capture of a receiver's output, or a gpsd test log)."""
+    dec = decoder if decoder is not None else NmeaDecoder()
+    for line in iter_lines_from_file(path, dec.rejects):
+        yield from dec.feed(line)
+    yield from dec.flush()
