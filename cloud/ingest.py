@@ -125,7 +125,8 @@ class Ingest:
         if not topics.valid_vehicle(vehicle):
             return self._refuse("bad_vehicle", ack_vehicle, batch.batch_id, vehicle)
         if topic_vehicle is not None and vehicle != topic_vehicle:
-            return self._refuse("vehicle_mismatch", ack_vehicle, batch.batch_id, f"{vehicle} on {topic_vehicle}")
+            detail = f"{vehicle} on {topic_vehicle}"
+            return self._refuse("vehicle_mismatch", ack_vehicle, batch.batch_id, detail)
         reason = check_records(batch.records)
         if reason is not None:
             return self._refuse(reason, vehicle, batch.batch_id, f"batch {batch.batch_id} of {vehicle}")

@@ -8,6 +8,7 @@ records, so a batch costs one ``executemany`` plus a few range rows whatever the
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from bisect import bisect_left, bisect_right
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS vehicles (
     lon_e7      INTEGER
 ) WITHOUT ROWID;
 """
+
+
+_INSERT = "INSERT OR IGNORE INTO records (vehicle, seq, kind, time_ms, body) VALUES (?, ?, ?, ?, ?)"
 
 
 class Spans:
@@ -234,14 +238,23 @@ class SqliteStore:
     processes may share the file: a commit by another one is noticed and the cached ranges reloaded.
     """
 
-    def __init__(self, path: Path | str, *, cache_mib: int = 64) -> None:
+    def __init__(self, path: Path | str, *, cache_mib: int = 64, readonly: bool = False) -> None:
+        """Open (creating if needed) the store at ``path``; ``readonly`` opens an existing store for
+        ``vehicles``/``export`` only and raises sqlite3.DatabaseError if the file is not one."""
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = _connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = _connect(self.path, readonly=readonly)
+        if readonly:
+            found = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            tables = {row[0] for row in found}
+            if not {"records", "spans", "vehicles"} <= tables:
+                self._db.close()
+                raise sqlite3.DatabaseError(f"{self.path} is not a collector store")
+        else:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
-        self._db.executescript(_SCHEMA)
         self._cache: dict[str, _Vehicle] = {}
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
@@ -256,6 +269,7 @@ class SqliteStore:
         best: pb.Record | None = None
         best_t = -(2**63)
         t: int | None
+        kind: str | None
         for r in records:
             seq = r.seq
             kind = r.WhichOneof("body")
@@ -281,9 +295,7 @@ class SqliteStore:
                 self._notice_other_writers()
                 state = self._state(vehicle)
                 before = db.total_changes
-                db.executemany(
-                    "INSERT OR IGNORE INTO records (vehicle, seq, kind, time_ms, body) VALUES (?,?,?,?,?)", rows
-                )
+                db.executemany(_INSERT, rows)
                 inserted = db.total_changes - before
                 state.records += inserted
                 for first, last in batch_runs:
@@ -315,10 +327,8 @@ class SqliteStore:
     def _rollback(self) -> None:
         """Undo the transaction and forget the cached ranges, which may hold its changes."""
         self._cache.clear()
-        try:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
             self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # SQLite already rolled back (e.g. on a full disk)
 
     def _notice_other_writers(self) -> None:
         version = self._db.execute("PRAGMA data_version").fetchone()[0]

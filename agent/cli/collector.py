@@ -1,0 +1,97 @@
+"""``dropline collector``: run the collector until SIGTERM or SIGINT.
+
+Batches from gRPC (``--grpc``) and MQTT (``--mqtt``) go through one idempotent write path into
+the SQLite file ``--db``; each is acknowledged only after its transaction committed. Logs go to
+stderr at INFO (where it listens, each vehicle's progress, refused batches); stdout gets one
+JSON line when it is ready (``{"ready": true, ...}``) and one with its counters when it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from agent.cli import UsageError
+
+log = logging.getLogger("dropline.collector")
+
+HELP = "run the collector (gRPC and/or MQTT ingest into one store)"
+EXAMPLE = "dropline collector --db collector.db --grpc 127.0.0.1:50051 --mqtt mqtt://127.0.0.1:1883"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", required=True, metavar="PATH", help="SQLite file of the store (created if missing)"
+    )
+    parser.add_argument(
+        "--grpc", metavar="ADDR", help="serve the gRPC Uplink here, e.g. 127.0.0.1:50051 or [::]:50051"
+    )
+    parser.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="ingest from this broker: mqtt://[user[:password]@]host[:port] (MQTT 5, shared subscription)",
+    )
+    parser.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id; with one the broker keeps the session (and queued batches) across restarts",
+    )
+    # Fault injection for the pipeline's fault tests: exit abruptly after the Nth commit, before
+    # its ack is sent, to prove that a batch stored but never acknowledged is harmless.
+    parser.add_argument("--exit-after-commits", type=int, metavar="N", help=argparse.SUPPRESS)
+
+
+def _print(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from cloud.collector import Collector, run_until_signalled
+    from cloud.ingest import Ingest
+    from cloud.store import WriteResult
+
+    if not args.grpc and not args.mqtt:
+        raise UsageError("collector: give --grpc ADDR and/or --mqtt URL, or it has nothing to listen to")
+    if getattr(args, "verbose", 0) == 0:
+        logging.getLogger("dropline").setLevel(logging.INFO)  # a server says where it listens
+    try:
+        from cloud.collector import open_store
+
+        store = open_store(args.db)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--db {args.db}: {exc}") from exc
+    except Exception as exc:  # sqlite3.DatabaseError: not a database, locked, unreadable
+        raise UsageError(f"--db {args.db}: cannot open the store: {exc}") from exc
+
+    after_commit = None
+    if args.exit_after_commits is not None:
+        left = [args.exit_after_commits]
+
+        def after_commit(vehicle: str, result: WriteResult) -> None:
+            left[0] -= 1
+            if left[0] <= 0:
+                log.error("fault injection: exiting after a commit, before its ack")
+                os._exit(70)
+
+    ingest = Ingest(store, after_commit=after_commit)
+    try:
+        collector = Collector(args.db, grpc_addr=args.grpc, mqtt_url=args.mqtt, client_id=args.client_id,
+                              ingest=ingest)
+    except ValueError as exc:
+        store.close()
+        raise UsageError(f"--mqtt {args.mqtt}: {exc}") from exc
+
+    def ready() -> None:
+        _print({"ready": True, "db": str(args.db), "grpc": args.grpc, "mqtt": args.mqtt})
+
+    try:
+        run_until_signalled(collector, on_started=ready)
+    except OSError as exc:
+        raise UsageError(str(exc)) from exc
+    _print({"stopped": True, **ingest.stats()})
+    return 0

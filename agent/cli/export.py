@@ -1,0 +1,62 @@
+"""``dropline export``: what the collector stored, as JSON lines, each with ``vehicle`` and ``seq``.
+
+``--kind vehicles`` prints each vehicle's delivery progress instead: ``{vehicle, contiguous,
+max_seq, records, open_gaps: [[a, b], ...], explained_gaps: [[a, b], ...], position?}``. Reads
+with its own connection, so it works while a collector is writing to the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent.cli import UsageError
+from agent.cli.output import add_output_argument, output_stream, write_json_lines
+
+HELP = "print what the collector stored, with vehicle and seq"
+EXAMPLE = "dropline export --db collector.db --kind fixes"
+KINDS = ("fixes", "signals", "scans", "alerts", "gaps", "events", "deliveries", "all", "vehicles")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", required=True, type=Path, metavar="PATH", help="the collector's SQLite file")
+    parser.add_argument("--vehicle", metavar="V", help="only this vehicle")
+    parser.add_argument(
+        "--kind",
+        required=True,
+        choices=KINDS,
+        help="record kind to print; 'all' prints every record, 'vehicles' the per-vehicle progress. "
+        "'events' and 'deliveries' are record kinds of later releases: accepted, and empty until the "
+        "agent produces them",
+    )
+    add_output_argument(parser)
+
+
+def _rows(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    from cloud.store import SqliteStore
+
+    store = SqliteStore(args.db, readonly=True)
+    try:
+        if args.kind == "vehicles":
+            for progress in store.vehicles():
+                if args.vehicle is None or progress.vehicle == args.vehicle:
+                    yield progress.as_json()
+        else:
+            yield from store.export(args.kind, args.vehicle)
+    finally:
+        store.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.db.is_file():
+        raise UsageError(f"{args.db}: no such file")
+    import sqlite3
+
+    try:
+        with output_stream(args.output) as out:
+            write_json_lines(_rows(args), out)
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"{args.db}: not a collector store: {exc}") from exc
+    return 0

@@ -1,0 +1,97 @@
+"""The collector process: one store, one ingest, and whichever transports are configured.
+
+``Collector`` is a context manager so tests can run one in-process; ``dropline collector`` runs
+one until SIGTERM or SIGINT and then stops it cleanly (batches in hand are finished and acked).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from cloud.grpc_server import serve_grpc
+from cloud.ingest import Ingest
+from cloud.mqtt_ingest import MqttIngest, parse_mqtt_url
+from cloud.store import SqliteStore, Store
+
+log = logging.getLogger("dropline.collector")
+
+
+def open_store(db: str | Path) -> Store:
+    """The store a ``--db`` value names: a SQLite file path (PostgreSQL URLs come in a later issue)."""
+    if str(db).startswith(("postgres://", "postgresql://")):
+        raise ValueError(f"{db}: PostgreSQL is not supported yet; give a SQLite file path")
+    return SqliteStore(db)
+
+
+class Collector:
+    """Store + ingest + optional gRPC server + optional MQTT client, started and stopped together."""
+
+    def __init__(
+        self,
+        db: str | Path,
+        *,
+        grpc_addr: str | None = None,
+        mqtt_url: str | None = None,
+        client_id: str | None = None,
+        ingest: Ingest | None = None,
+    ) -> None:
+        self.mqtt_target = parse_mqtt_url(mqtt_url) if mqtt_url else None
+        self.store = ingest.store if ingest is not None else open_store(db)
+        self.ingest = ingest or Ingest(self.store)
+        self.grpc_addr = grpc_addr
+        self.client_id = client_id
+        self.grpc_server: Any = None
+        self.mqtt: MqttIngest | None = None
+
+    def start(self) -> None:
+        if self.grpc_addr:
+            self.grpc_server = serve_grpc(self.ingest, self.grpc_addr)
+        if self.mqtt_target is not None:
+            self.mqtt = MqttIngest(self.ingest, self.mqtt_target, client_id=self.client_id)
+            self.mqtt.start()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace_s).wait()
+            self.grpc_server = None
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
+        self.store.close()
+        log.info("collector stopped: %s", self.ingest.stats())
+
+    def __enter__(self) -> Collector:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def run_until_signalled(collector: Collector, on_started: Callable[[], None] | None = None) -> None:
+    """Start, wait for SIGTERM or SIGINT, stop. Call from the main thread."""
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("collector: %s received, stopping", signal.Signals(signum).name)
+        done.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        collector.start()
+        if on_started is not None:
+            on_started()
+        while not done.wait(1.0):
+            pass
+    finally:
+        collector.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,206 @@
+"""MQTT ingest: every van's ``dropline/v1/<vehicle>/telemetry`` batches in, Acks out on
+``dropline/v1/<vehicle>/ack``.
+
+Why it is built this way:
+
+* The broker's PUBACK is sent by hand (``manual_ack``) only after the batch was committed and its
+  Ack published, so a collector that dies mid-batch gets the message again (persistent session)
+  or the van resends it (no end-to-end Ack); either way nothing is lost and duplicates are harmless.
+* Batches are stored on a worker thread, never on paho's network thread, so keep-alive pings go
+  out however slow the disk is. The queue cannot overflow: the CONNECT asks the broker (MQTT 5
+  Receive Maximum) for at most ``receive_maximum`` unacknowledged messages at a time.
+* The topic names the vehicle (a van's ACL lets it publish only there); the batch must agree.
+* The subscription is shared (``$share/dropline-collectors/...``) so collectors can run side by
+  side, each batch going to one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage, MQTTv5
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from cloud.ingest import Ingest
+from protocols import topics
+
+log = logging.getLogger("dropline.collector.mqtt")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """``mqtt://[user[:password]@]host[:port]`` (port 1883 by default); ValueError names the problem."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme != "mqtt":
+        raise ValueError(f"{url}: only mqtt:// is supported")
+    if not parts.hostname:
+        raise ValueError(f"{url}: no host")
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise ValueError(f"{url}: bad port") from exc
+    return MqttTarget(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+class MqttIngest:
+    """One MQTT connection feeding the ingest. ``start`` returns at once and the client connects,
+    reconnects (1-2 s apart) and resubscribes by itself; ``ready`` is set while subscribed.
+
+    With a ``client_id`` the session is persistent (clean start off, kept an hour by the broker)
+    so batches delivered during a collector restart wait for it; without one each start is fresh.
+    """
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        target: MqttTarget,
+        *,
+        client_id: str | None = None,
+        keepalive_s: int = 10,
+        receive_maximum: int = 64,
+        shared: bool = True,
+        session_expiry_s: int = 3600,
+    ) -> None:
+        self.ingest = ingest
+        self.target = target
+        self.subscription = topics.telemetry_subscription(shared=shared)
+        self.ready = threading.Event()
+        self._persistent = client_id is not None
+        self._keepalive_s = keepalive_s
+        self._receive_maximum = receive_maximum
+        self._session_expiry_s = session_expiry_s
+        self._queue: queue.Queue[tuple[int, MQTTMessage] | None] = queue.Queue(maxsize=4 * receive_maximum)
+        self._generation = 0  # bumped on every (re)connect: a PUBACK never goes to a newer connection
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        self.client = Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"dropline-collector-{uuid.uuid4().hex[:12]}",
+            protocol=MQTTv5,
+            manual_ack=True,
+        )
+        if target.username is not None:
+            self.client.username_pw_set(target.username, target.password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.ReceiveMaximum = self._receive_maximum
+        if self._persistent:
+            props.SessionExpiryInterval = self._session_expiry_s
+        self.client.connect_async(
+            self.target.host,
+            self.target.port,
+            keepalive=self._keepalive_s,
+            clean_start=not self._persistent,
+            properties=props,
+        )
+        self._worker.start()
+        self.client.loop_start()
+        log.info("collector: MQTT ingest connecting to %s for %s", self.target, self.subscription)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the batches already received (stored, acked, PUBACKed), then disconnect.
+        Messages arriving meanwhile are left unacknowledged for the broker to deliver again."""
+        self._stopping = True
+        if self._worker.is_alive():
+            try:
+                self._queue.put(None, timeout=timeout_s)
+            except queue.Full:
+                log.warning("collector: MQTT worker queue stuck; stopping anyway")
+            self._worker.join(timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.ready.clear()
+
+    # -- paho callbacks (network thread: keep them short) ---------------------------------------
+
+    def _on_connect(
+        self, client: Client, userdata: Any, flags: ConnectFlags, rc: ReasonCode, props: Properties | None
+    ) -> None:
+        if rc.is_failure:
+            log.warning("collector: MQTT broker %s refused the connection: %s", self.target, rc)
+            return
+        self._generation += 1
+        log.info("collector: MQTT connected to %s (session present: %s)", self.target, flags.session_present)
+        client.subscribe(self.subscription, options=SubscribeOptions(qos=1))
+
+    def _on_subscribe(
+        self, client: Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Properties | None
+    ) -> None:
+        if all(not rc.is_failure for rc in rcs):
+            log.info("collector: MQTT subscribed to %s", self.subscription)
+            self.ready.set()
+        else:
+            log.error("collector: MQTT subscription to %s refused: %s", self.subscription, rcs)
+
+    def _on_disconnect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self.ready.clear()
+        if not self._stopping:
+            log.warning("collector: MQTT connection to %s lost (%s); reconnecting", self.target, rc)
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        if not self._stopping:
+            self._queue.put((self._generation, message))
+
+    # -- worker thread ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            generation, message = item
+            try:
+                self._process(message)
+            except Exception:  # never lose the worker: the van resends what was not acknowledged
+                log.exception("collector: MQTT message on %s could not be processed", message.topic)
+            if generation == self._generation:
+                self.client.ack(message.mid, message.qos)
+
+    def _process(self, message: MQTTMessage) -> None:
+        parsed = topics.parse(message.topic)
+        if parsed is None or parsed[1] != topics.TELEMETRY:
+            self.ingest.reject("bad_topic", message.topic)
+            return
+        vehicle = parsed[0]
+        ack = self.ingest.handle(bytes(message.payload), vehicle)
+        self.client.publish(topics.topic(vehicle, topics.ACK), ack.SerializeToString(), qos=1)
