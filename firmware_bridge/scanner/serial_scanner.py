@@ -66,6 +66,11 @@ class SerialScannerDriver(Driver[Scan]):
         self._lines = LineAssembler(max_line)
         self._serial: serial.Serial | None = None
 
+    @property
+    def pending(self) -> int:
+        """Bytes of a line received but not yet terminated."""
+        return self._lines.pending
+
     def _open(self) -> None:
         try:
             self._serial = serial.Serial(self.port, self.baud, timeout=0.2)
