@@ -171,7 +171,7 @@ class CanDecoder:
         )
 
     def decode(
-        self, arbitration_id: int, data: bytes, timestamp: float, is_extended: bool = False
+        self, arbitration_id: int, data: bytes | bytearray, timestamp: float, is_extended: bool = False
     ) -> list[Signal]:
         """The signals one frame carries; an empty list for skipped or rejected frames. Never raises."""
         key = arbitration_id | EXTENDED_FLAG if is_extended else arbitration_id
@@ -201,7 +201,9 @@ class CanDecoder:
             self._last[key] = (bytes(data), pairs, decoded[1])
         return [Signal(timestamp, name, value) for name, value in pairs]
 
-    def _decode(self, plan: _Plan, data: bytes) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]] | None:
+    def _decode(
+        self, plan: _Plan, data: bytes | bytearray
+    ) -> tuple[tuple[tuple[str, Any], ...], tuple[str, ...]] | None:
         """(name, value) pairs of one payload and the outputs it left unavailable; None if rejected."""
         if len(data) != plan.length:
             self.rejects.reject("wrong length", f"{plan.message}: {len(data)} bytes, DBC says {plan.length}")
