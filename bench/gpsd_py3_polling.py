@@ -131,7 +131,8 @@ def describe(title: str, r: Run) -> None:
     print(f"GpsdDriver (stream): {len(r.streamed)} fixes, identical to gpsd's in order: {same}")
     seen, repeats = sent & set(polled), sum(n - 1 for n in polled.values())
     print(f"gpsd-py3 (poll): {len(r.polled)} answers; epochs seen {len(seen)} of {len(sent)},"
-          f" missed {len(sent - seen)}, answers repeating an epoch {repeats}, 'fixes' at 0,0: {len(r.zero)}")  # fmt: skip
+          f" missed {len(sent - seen)}, answers repeating an epoch {repeats},"
+          f" 'fixes' at 0,0: {len(r.zero)}")  # fmt: skip
     for z in r.zero[:2]:
         print(f"    {z}")
     for text, n in r.errors.most_common():
