@@ -71,8 +71,10 @@ def test_courier_expectations_all_match() -> None:
         if not ok:
             mismatches.append(f"{r['id']} {r['scan']!r} expected {e} got {scan.kind} {scan.fields}")
     valid = sum(r["source_expectation"]["valid"] for r in records)
-    print(f"\ncourier expectations: {len(records) - len(mismatches)}/{len(records)} agree "
-          f"({valid} valid, {len(records) - valid} invalid)")
+    print(
+        f"\ncourier expectations: {len(records) - len(mismatches)}/{len(records)} agree "
+        f"({valid} valid, {len(records) - valid} invalid)"
+    )
     for line in elsewhere:
         print(f"  invalid for its courier, valid for another: {line}")
     assert not mismatches, "\n".join(mismatches)
@@ -115,8 +117,10 @@ def test_gtin_and_sscc_agree_with_biip() -> None:
         if hri:
             hri_total += 1
             hri_same += scan.fields.get("hri") == hri or f"gs1:{hri}" in scan.fields.get("also", "")
-    print(f"\nbiip-test-input: GTIN+SSCC agree on {len(records) - len(disagree)}/{len(records)}; "
-          f"biip's GS1 HRI found (as the reading or in 'also') on {hri_same}/{hri_total}")
+    print(
+        f"\nbiip-test-input: GTIN+SSCC agree on {len(records) - len(disagree)}/{len(records)}; "
+        f"biip's GS1 HRI found (as the reading or in 'also') on {hri_same}/{hri_total}"
+    )
     assert not disagree, "\n".join(disagree)
 
 
@@ -180,9 +184,11 @@ def test_gs1_scan_data_accepted_ones_read_right() -> None:
         assert scan.symbology == r["scan"][:3], r["id"]
         if not ok:
             wrong.append(f"{r['id']} {r['scan']!r} expected {data!r} got {scan.kind} {scan.fields}")
-    print(f"\ngs1-scan-data: {len(accepted) - len(wrong)}/{len(accepted)} accepted scans read right; "
-          f"{len(records) - len(accepted) - len(rejected_but_read)}/{len(records) - len(accepted)} "
-          "rejected ones also give no reading")
+    print(
+        f"\ngs1-scan-data: {len(accepted) - len(wrong)}/{len(accepted)} accepted scans read right; "
+        f"{len(records) - len(accepted) - len(rejected_but_read)}/{len(records) - len(accepted)} "
+        "rejected ones also give no reading"
+    )
     for line in rejected_but_read:
         print(f"  rejected by gs1-syntax-engine, read by biip's rules: {line}")
     assert not wrong, "\n".join(wrong)
@@ -221,7 +227,11 @@ def test_cli_decodes_the_raw_file(tmp_path: Path) -> None:
     raw = BARCODES / "scans_raw.txt"
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "decode", "scan", str(raw), "-o", str(out)],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=60,
     )
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     ids = (BARCODES / "scans_raw.ids").read_text().split()
@@ -240,7 +250,10 @@ def test_cli_decodes_the_raw_file(tmp_path: Path) -> None:
 def test_cli_unusable_input_names_the_file(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "decode", "scan", str(tmp_path / "missing.txt")],
-        capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "missing.txt" in proc.stderr
