@@ -51,7 +51,7 @@ class SerialScannerDriver(Driver[Scan]):
     def __init__(
         self,
         port: str,
-        baud: int = 9600,
+        baudrate: int = 9600,
         *,
         name: str = "scanner",
         clock: Callable[[], float] = time.time,
@@ -61,7 +61,7 @@ class SerialScannerDriver(Driver[Scan]):
     ) -> None:
         super().__init__(name, backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s)
         self.port = port
-        self.baud = baud
+        self.baudrate = baudrate
         self._clock = clock
         self._lines = LineAssembler(max_line)
         self._serial: serial.Serial | None = None
@@ -73,7 +73,7 @@ class SerialScannerDriver(Driver[Scan]):
 
     def _open(self) -> None:
         try:
-            self._serial = serial.Serial(self.port, self.baud, timeout=0.2)
+            self._serial = serial.Serial(self.port, self.baudrate, timeout=0.2, exclusive=True)
         except (serial.SerialException, ValueError) as exc:
             raise DeviceError(f"{self.port}: {exc}") from exc
         self._lines.reset()
