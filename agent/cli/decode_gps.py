@@ -43,9 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_argument(parser)
 
 
-def nmea_fixes(path: Path, decoder: NmeaDecoder) -> Iterator[Fix]:
-    for line in iter_lines_from_file(path, decoder.rejects):
+def nmea_fixes(path: Path, decoder: NmeaDecoder, first_bad: list[int]) -> Iterator[Fix]:
+    """Fixes of an NMEA log; the number of the first rejected line is appended to ``first_bad``."""
+    rejects = decoder.rejects
+    for number, line in enumerate(iter_lines_from_file(path), 1):
+        before = rejects.total
         yield from decoder.feed(line)
+        if not first_bad and rejects.total > before:
+            first_bad.append(number)
     yield from decoder.flush()
 
 
@@ -79,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     path = input_file(args.file)
     rejects = Rejects("decode-gps")
     decoder = NmeaDecoder(rejects, require_checksum=args.require_checksum)
-    fixes = gpsd_fixes(path, rejects) if args.format == "gpsd" else nmea_fixes(path, decoder)
+    first_bad: list[int] = []
+    fixes = gpsd_fixes(path, rejects) if args.format == "gpsd" else nmea_fixes(path, decoder, first_bad)
 
     def rows() -> Iterator[dict[str, Any]]:
         for fix in fixes:
@@ -90,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
     by_reason = ", ".join(f"{k} {v}" for k, v in sorted(rejects.counts.items())) or "none"
     if args.format == "nmea":
         used, skipped = decoder.stats["used"], decoder.stats["skipped"]
-        if n == 0 and used == 0 and skipped == 0 and rejects.total:
+        if n == 0 and used == 0 and rejects.total:
+            line = first_bad[0] if first_bad else 1
             raise UsageError(
-                f"{path}: line 1: no NMEA sentence in the file ({by_reason}); gpsd JSON needs --format gpsd"
+                f"{path}: line {line}: not an NMEA sentence, and no usable sentence in the whole file "
+                f"({by_reason}); gpsd JSON needs --format gpsd"
             )
         print(
             f"{path}: {n} fixes from {used} sentences ({skipped} of other types skipped); "

@@ -107,6 +107,11 @@ def _number(text: str) -> float | None:
     return value
 
 
+def _is_ddmm(text: str) -> bool:
+    head, dot, tail = text.partition(".")
+    return text.isascii() and len(head) >= 3 and head.isdigit() and dot == "." and (not tail or tail.isdigit())
+
+
 def _position(data: list[str], at: int) -> tuple[float, float] | None:
     """lat, lat_dir, lon, lon_dir at ``data[at:at+4]``; None when empty, a reject when corrupt."""
     lat_text, ns, lon_text, ew = data[at], data[at + 1], data[at + 2], data[at + 3]
@@ -118,9 +123,8 @@ def _position(data: list[str], at: int) -> tuple[float, float] | None:
     lon = nf.ddmm_to_degrees(lon_text, 180)
     if lat != lat or lon != lon:
         # tell a well-formed impossible value (latitude 95, minutes 61) from garbage
-        lat_ok = nf.ddmm_to_degrees(lat_text, 10**6) == nf.ddmm_to_degrees(lat_text, 10**6)
-        lon_ok = nf.ddmm_to_degrees(lon_text, 10**6) == nf.ddmm_to_degrees(lon_text, 10**6)
-        raise _Reject("impossible_value" if lat_ok and lon_ok else "unparsable")
+        well_formed = _is_ddmm(lat_text) and _is_ddmm(lon_text)
+        raise _Reject("impossible_value" if well_formed else "unparsable")
     return (-lat if ns == "S" else lat, -lon if ew == "W" else lon)
 
 
@@ -203,9 +207,14 @@ class NmeaDecoder:
         return fixes
 
     def flush(self) -> list[Fix]:
-        """End of stream (or device gone): emit the epoch in progress, if it is a fix."""
+        """End of stream (or device gone): emit the epoch in progress, if it is a fix.
+
+        The date is forgotten too: it carries a time of day forward only within one unbroken
+        stream, and a receiver that comes back may have been away for days.
+        """
         self._close_epoch()
         self._reset_epoch(0.0)
+        self._days = -1
         out, self._out = self._out, []
         return out
 

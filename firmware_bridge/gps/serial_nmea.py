@@ -108,19 +108,16 @@ class SerialNmeaDriver(Driver[Fix]):
                 port.close()
 
 
-def iter_lines_from_file(path: Path, rejects: Rejects) -> Iterator[bytes]:
-    """Complete lines of an NMEA log; a last line without its line ending is a cut sentence."""
+def iter_lines_from_file(path: Path) -> Iterator[bytes]:
+    """The lines of an NMEA log. A last line without a line ending is still offered: the
+    checksum and the field count tell a complete sentence from one cut off by the capture."""
     with path.open("rb") as f:
-        for line in f:
-            if line.endswith((b"\n", b"\r")):
-                yield line
-            elif line.strip():
-                rejects.reject("truncated", line)
+        yield from f
 
 
 def iter_fixes_from_file(path: Path, decoder: NmeaDecoder | None = None) -> Iterator[Fix]:
     """Every fix in an NMEA log file (a capture of a receiver's output, or a gpsd test log)."""
     dec = decoder if decoder is not None else NmeaDecoder()
-    for line in iter_lines_from_file(path, dec.rejects):
+    for line in iter_lines_from_file(path):
         yield from dec.feed(line)
     yield from dec.flush()
