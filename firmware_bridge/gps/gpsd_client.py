@@ -36,7 +36,6 @@ MAX_LINE = 65536
 
 WATCH = b'?WATCH={"enable":true,"json":true}\n'
 PROBE = b"?VERSION;\n"
-STATUS_SIM = 8  # gpsd's TPV "status": simulated fix
 
 
 def watch_command(device: str | None = None) -> bytes:
@@ -54,8 +53,7 @@ class GpsdStream:
     line when the stream ends), ``bad_tpv`` (a TPV that claims a position gpsd could not have
     sent: latitude 95, an unreadable time) and ``gpsd_error`` (gpsd's ERROR reports).
     TPVs without a position (mode 0/1, or no lat/lon/time yet) are normal while a receiver
-    acquires: they are counted in ``no_position``, not rejected; so are simulated fixes
-    (``status`` 8, a receiver in demo mode).
+    acquires: they are counted in ``no_position``, not rejected.
     """
 
     def __init__(self, rejects: Rejects | None = None, *, max_line: int = MAX_LINE) -> None:
@@ -140,10 +138,6 @@ class GpsdStream:
         return None
 
     def _tpv(self, obj: dict[str, Any], text: str) -> Fix | None:
-        if obj.get("status") == STATUS_SIM:
-            # a receiver in demo mode (the Garmin Geko log) reports made-up positions
-            self.no_position += 1
-            return None
         try:
             fix = fix_from_tpv(obj)
         except (ValueError, OverflowError, OSError):
