@@ -410,3 +410,16 @@ def test_unknown_log_suffix(tmp_path: Path) -> None:
     path.write_text("hello\n")
     with pytest.raises(LogFormatError, match=r"frames\.txt"):
         list(iter_signals_from_log(path, kona()))
+
+
+@pytest.mark.parametrize("suffix", [".blf", ".csv", ".log"])
+def test_other_python_can_formats(tmp_path: Path, suffix: str) -> None:
+    """BLF, python-can's own CSV and candump written by python-can read back to the same signals."""
+    path = tmp_path / f"bench{suffix}"
+    with can.Logger(path) as writer:
+        for message in can.LogReader(ASC):
+            message.channel = 0
+            writer.on_message_received(message)
+    ours = [(s.name, s.value) for s in iter_signals_from_log(path, kona())]
+    theirs = [(s.name, s.value) for s in iter_signals_from_log(ASC, kona())]
+    assert ours == theirs and len(ours) == 112
