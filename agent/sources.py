@@ -7,6 +7,7 @@ when the configuration names it, so a van that has no CAN bus never loads cantoo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,23 +58,22 @@ def can_driver(c: CanConfig) -> Driver[Any]:
     return ReplayDriver("can", lambda: iter_signals_from_log(path, decoder), c.replay_interval_s)
 
 
-def _scan_lines(path: Path, start: float) -> Iterator[Scan]:
-    from firmware_bridge.scanner.parse import parse_scan
-
-    with path.open(encoding="utf-8", errors="replace", newline="") as f:
-        lines = [line.rstrip("\r\n") for line in f]
-    for i, line in enumerate(x for x in lines if x):
-        yield parse_scan(line, start + i)
-
-
 def scanner_driver(c: ScannerConfig) -> Driver[Any]:
     if c.driver == "serial":
         from firmware_bridge.scanner.serial_scanner import SerialScannerDriver
 
         return SerialScannerDriver(c.port, baudrate=c.baudrate)
+    from firmware_bridge.scanner.serial_scanner import decode_file
+
     path = _existing(c.path, "scanner.path")
-    start = time.time()
-    return ReplayDriver("scanner", lambda: _scan_lines(path, start), c.replay_interval_s)
+    start = time.time()  # a file has no arrival times: replayed scans arrive one a second from now
+
+    def load() -> Iterator[Scan]:
+        for number, scan in decode_file(path, driver.rejects):
+            yield dataclasses.replace(scan, time=start + number)
+
+    driver: ReplayDriver[Scan] = ReplayDriver("scanner", load, c.replay_interval_s)
+    return driver
 
 
 def build_drivers(config: AgentConfig) -> list[Driver[Any]]:

@@ -18,12 +18,11 @@ from typing import Any
 from agent.cli.output import add_output_argument, input_file, output_stream, write_json_lines
 from agent.records import Scan
 from firmware_bridge.rejects import Rejects
-from firmware_bridge.scanner.lines import MAX_LINE, LineAssembler, Overlong, UnreadableLine, decode_line
-from firmware_bridge.scanner.parse import parse_scan
+from firmware_bridge.scanner.lines import MAX_LINE
+from firmware_bridge.scanner.serial_scanner import decode_file
 
 HELP = "barcode scanner lines to scans (SSCC, GTIN, GS1, courier tracking)"
 EXAMPLE = "dropline decode scan tests/data/barcodes/scans_raw.txt"
-_CHUNK = 1 << 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,38 +40,6 @@ def scan_row(scan: Scan, line: int) -> dict[str, Any]:
     if scan.symbology is not None:
         row["symbology"] = scan.symbology
     return row
-
-
-def decode_file(path: Path, rejects: Rejects, max_line: int = MAX_LINE) -> Iterator[tuple[int, Scan]]:
-    """``(line number, scan)`` for every readable line of the file, streamed in chunks."""
-    assembler = LineAssembler(max_line)
-    number = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            for item in assembler.feed(chunk):
-                number += 1
-                scan = _scan(item, number, rejects)
-                if scan is not None:
-                    yield number, scan
-    rest = assembler.finish()
-    if rest is not None:
-        number += 1
-        scan = _scan(rest, number, rejects)
-        if scan is not None:
-            yield number, scan
-
-
-def _scan(item: bytes | Overlong, number: int, rejects: Rejects) -> Scan | None:
-    if isinstance(item, Overlong):
-        rejects.reject("overlong", f"line {number}: {item.length}+ bytes")
-        return None
-    if not item:
-        return None
-    try:
-        return parse_scan(decode_line(item), float(number))
-    except UnreadableLine as exc:
-        rejects.reject(exc.reason, f"line {number}: {exc.line[:80]!r}")
-        return None
 
 
 def run(args: argparse.Namespace) -> int:

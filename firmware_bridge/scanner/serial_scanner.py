@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import serial
 
@@ -99,3 +100,38 @@ class SerialScannerDriver(Driver[Scan]):
                 port.close()
             except (OSError, serial.SerialException) as exc:
                 log.debug("%s: close failed: %s", self.port, exc)
+
+
+_CHUNK = 1 << 16
+
+
+def decode_file(path: Path, rejects: Rejects, max_line: int = MAX_LINE) -> Iterator[tuple[int, Scan]]:
+    """``(line number, scan)`` for every readable line of the file, streamed in chunks."""
+    assembler = LineAssembler(max_line)
+    number = 0
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            for item in assembler.feed(chunk):
+                number += 1
+                scan = _scan(item, number, rejects)
+                if scan is not None:
+                    yield number, scan
+    rest = assembler.finish()
+    if rest is not None:
+        number += 1
+        scan = _scan(rest, number, rejects)
+        if scan is not None:
+            yield number, scan
+
+
+def _scan(item: bytes | Overlong, number: int, rejects: Rejects) -> Scan | None:
+    if isinstance(item, Overlong):
+        rejects.reject("overlong", f"line {number}: {item.length}+ bytes")
+        return None
+    if not item:
+        return None
+    try:
+        return parse_scan(decode_line(item), float(number))
+    except UnreadableLine as exc:
+        rejects.reject(exc.reason, f"line {number}: {exc.line[:80]!r}")
+        return None
