@@ -132,6 +132,8 @@ class Ingest:
             return self._refuse(reason, vehicle, batch.batch_id, f"batch {batch.batch_id} of {vehicle}")
         ack = pb.Ack(vehicle=vehicle, batch_id=batch.batch_id)
         if not batch.records:
+            with self._lock:
+                self.counts["batches"] += 1
             return ack
         try:
             result = self.store.write(vehicle, batch.records)

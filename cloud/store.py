@@ -223,9 +223,9 @@ class _Vehicle:
     known: bool = False  # a row exists in `vehicles`
 
 
-def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+def _connect(path: Path, readonly: bool = False, busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA busy_timeout=30000")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     if readonly:
         db.execute("PRAGMA query_only=1")
     return db
@@ -238,12 +238,15 @@ class SqliteStore:
     processes may share the file: a commit by another one is noticed and the cached ranges reloaded.
     """
 
-    def __init__(self, path: Path | str, *, cache_mib: int = 64, readonly: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, *, cache_mib: int = 64, readonly: bool = False, busy_timeout_ms: int = 30_000
+    ) -> None:
         """Open (creating if needed) the store at ``path``; ``readonly`` opens an existing store for
-        ``vehicles``/``export`` only and raises sqlite3.DatabaseError if the file is not one."""
+        ``vehicles``/``export`` only and raises sqlite3.DatabaseError if the file is not one.
+        ``busy_timeout_ms``: how long a write waits for another process's lock before failing."""
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = _connect(self.path, readonly=readonly)
+        self._db = _connect(self.path, readonly, busy_timeout_ms)
         if readonly:
             found = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             tables = {row[0] for row in found}

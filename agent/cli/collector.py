@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
     ingest = Ingest(store, after_commit=after_commit)
     try:
-        collector = Collector(args.db, grpc_addr=args.grpc, mqtt_url=args.mqtt, client_id=args.client_id,
-                              ingest=ingest)
+        collector = Collector(
+            args.db, grpc_addr=args.grpc, mqtt_url=args.mqtt, client_id=args.client_id, ingest=ingest
+        )
     except ValueError as exc:
         store.close()
         raise UsageError(f"--mqtt {args.mqtt}: {exc}") from exc
