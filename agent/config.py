@@ -68,7 +68,7 @@ class GpsConfig:
 class CanConfig:
     driver: str = setting("python-can", "CAN source", choices=("python-can", "can-log"))
     interface: str = setting("socketcan", "python-can interface (socketcan, virtual, pcan, ...)")
-    channel: str = setting("can0", "python-can channel")
+    channel: str = setting("can0", "python-can channel; for can-log, the log channel to keep (empty = all)")
     bitrate: int = setting(500_000, "bus speed", "bit/s")
     dbc: Path = setting(Path(""), "DBC file of the vehicle model")
     mapping: str = setting("", "DBC -> VSS mapping: a shipped name (kona_ev, ...) or a TOML path")

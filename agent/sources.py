@@ -55,7 +55,8 @@ def can_driver(c: CanConfig) -> Driver[Any]:
     from firmware_bridge.can.bus_driver import iter_signals_from_log
 
     path = _existing(c.path, "can.path")
-    return ReplayDriver("can", lambda: iter_signals_from_log(path, decoder), c.replay_interval_s)
+    channels = [c.channel] if c.channel else None  # a DBC describes one bus of a multi-bus log
+    return ReplayDriver("can", lambda: iter_signals_from_log(path, decoder, channels=channels), c.replay_interval_s)
 
 
 def scanner_driver(c: ScannerConfig) -> Driver[Any]:
