@@ -76,8 +76,8 @@ def _differences(tpv: dict[str, Any], ref: dict[str, Any], fix: Fix) -> list[str
 
 def compare_log(log: Path, result: Agreement) -> None:
     fixes: dict[str, Fix] = {}
-    for fix in iter_fixes_from_file(log, NmeaDecoder()):
-        fixes.setdefault(iso_time(fix.time), fix)
+    for decoded in iter_fixes_from_file(log, NmeaDecoder()):
+        fixes.setdefault(iso_time(decoded.time), decoded)
     tpvs = gpsd_tpvs(log.with_name(log.name + ".chk"))
     timed = [t for t in tpvs if "time" in t]
     final = {t["time"]: t for t in timed if t.get("mode", 0) >= 2}

@@ -28,8 +28,8 @@ def sentence(body: str, *, prefix: str = "$", checksum: int | None = None) -> by
     return f"{prefix}{body}*{cs:02X}\r\n".encode()
 
 
-def decode(*lines: bytes, **kwargs: bool) -> tuple[list[Fix], NmeaDecoder]:
-    dec = NmeaDecoder(**kwargs)
+def decode(*lines: bytes, require_checksum: bool = False) -> tuple[list[Fix], NmeaDecoder]:
+    dec = NmeaDecoder(require_checksum=require_checksum)
     return dec.feed_all(lines), dec
 
 

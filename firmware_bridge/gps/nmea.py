@@ -109,7 +109,9 @@ def _number(text: str) -> float | None:
 
 def _is_ddmm(text: str) -> bool:
     head, dot, tail = text.partition(".")
-    return text.isascii() and len(head) >= 3 and head.isdigit() and dot == "." and (not tail or tail.isdigit())
+    return (
+        text.isascii() and len(head) >= 3 and head.isdigit() and dot == "." and (not tail or tail.isdigit())
+    )
 
 
 def _position(data: list[str], at: int) -> tuple[float, float] | None:
@@ -186,6 +188,8 @@ class NmeaDecoder:
                         self.stats["no_checksum"] += 1
                 if body:
                     self._sentence(body, line)
+                elif not self.require_checksum:
+                    self.rejects.reject("unparsable", line)  # "$" and nothing else
             elif status == nf.EMPTY or status == nf.COMMENT:
                 pass
             else:

@@ -42,6 +42,14 @@ def _hex(c: cython.uchar) -> cython.int:
 @cython.cfunc
 @cython.inline
 @cython.exceptval(check=False)
+def _space(c: cython.uchar) -> cython.bint:
+    """What ``bytes.strip()`` strips: space, tab, LF, VT, FF, CR."""
+    return c == 32 or 9 <= c <= 13
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
 def _two_digits(s: str, at: cython.Py_ssize_t) -> cython.int:
     """The two-digit number at ``s[at:at+2]``; -1 unless both are ASCII digits."""
     a: cython.Py_UCS4 = s[at]
@@ -64,9 +72,11 @@ def frame(line: bytes, start: cython.Py_ssize_t = 0) -> tuple[int, str, int]:
     n: cython.Py_ssize_t = len(line)
     i: cython.Py_ssize_t = start
     c: cython.uchar
-    # trailing CR, LF, spaces and NULs are line noise, not content
-    while n > i and (p[n - 1] <= 32):
+    # surrounding whitespace (CR, LF, spaces, tabs) is not content; NUL and other controls are
+    while n > i and _space(p[n - 1]):
         n -= 1
+    while i < n and _space(p[i]):
+        i += 1
     if n <= i:
         return (EMPTY, "", -1)
     if p[i] == 35:  # '#'
@@ -109,7 +119,7 @@ def frame(line: bytes, start: cython.Py_ssize_t = 0) -> tuple[int, str, int]:
         return (NO_CHECKSUM, line[body_start:body_end].decode("ascii"), resume)
     # exactly "*hh" then nothing but whitespace up to the end (or the next "$")
     t: cython.Py_ssize_t = end
-    while t > body_end and p[t - 1] <= 32:
+    while t > body_end and _space(p[t - 1]):
         t -= 1
     if t - body_end != 3:
         return (BAD_CHECKSUM, "", resume)
