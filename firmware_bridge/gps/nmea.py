@@ -9,8 +9,10 @@ the decoder merges a burst into one ``Fix`` and emits it when the next epoch's t
 What is taken from whom follows gpsd's NMEA driver, so that our fixes agree with gpsd's TPVs:
 the date from RMC (status A/D only: receivers send garbage dates with a warning status) or ZDA,
 carried over midnight when a time of day goes back; the mode from GSA, else 3D when an altitude
-from GGA/GNS comes with 4 or more satellites, else 2D (gpsd does not downgrade a 3D fix while the
-epoch's altitude is known). A position is only ever taken from a sentence that says it is valid;
+from GGA/GNS comes with 4 or more satellites, else 2D. Two deliberate differences: when the
+receiver's GSA says 2D we say 2D, where gpsd keeps reporting the previous epoch's 3D; and a GNS
+whose NMEA 4.1 navigational status is V ("no status available") still counts, where gpsd drops
+it. A position is only ever taken from a sentence that says it is valid;
 an epoch that any of its sentences declares invalid (RMC V, GGA quality 0, GLL V, GNS N, GSA 1,
 simulator or manual-input modes) gives no fix.
 
