@@ -3,23 +3,31 @@ batches published QoS 1 as a van does, acks received on the van's ack topic, the
 
 from __future__ import annotations
 
+import json
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from paho.mqtt.client import Client, MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud.grpc_server import stream_method
 from cloud.ingest import Ingest, Limits
 from cloud.mqtt_ingest import MqttIngest, MqttTarget, parse_mqtt_url
 from cloud.store import SqliteStore
 from protocols import topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
 from tests.brokers import Mosquitto, run_mosquitto
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(90)
 T0 = 1_700_000_000_000
@@ -168,6 +176,32 @@ def test_collector_reconnects_and_resubscribes_after_a_broker_restart(
         mq.stop()
 
 
+@pytest.fixture
+def late_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker the test starts itself (on a port chosen now); stopped here in any case."""
+    broker = Mosquitto(tmp_path)
+    yield broker
+    broker.stop()
+
+
+def test_collector_started_before_the_broker_connects_when_it_comes_up(
+    late_broker: Mosquitto, ingest: Ingest
+) -> None:
+    mq = MqttIngest(ingest, MqttTarget(late_broker.host, late_broker.port))
+    mq.start()
+    try:
+        time.sleep(1.5)
+        assert not mq.ready.is_set()
+        late_broker.start()
+        assert mq.ready.wait(20)
+        van = Van(late_broker, "van-1")
+        van.publish(batch("van-1", 1, 10))
+        assert ranges(van.ack()) == [(1, 10)]
+        van.close()
+    finally:
+        mq.stop()
+
+
 def test_persistent_session_receives_what_was_published_while_the_collector_was_away(
     broker: Mosquitto, ingest: Ingest
 ) -> None:
@@ -245,3 +279,123 @@ def test_broker_puback_waits_for_the_commit(broker: Mosquitto, tmp_path: Path) -
             second.stop()
         store_a.close()
         store_b.close()
+
+
+# -- the `dropline collector` / `dropline export` commands ----------------------------------------
+
+
+class CollectorProcess:
+    """``dropline collector`` as a subprocess; its stdout JSON lines read on a thread."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        root = Path(__file__).resolve().parent.parent
+        env = dict(os.environ, PYTHONPATH=str(root))
+        with log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "collector", *args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=root,
+                env=env,
+            )
+        self.lines: queue.Queue[dict[str, object]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def line(self, timeout: float = 20.0) -> dict[str, object]:
+        return self.lines.get(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def run_collector(tmp_path: Path) -> Iterator[Callable[[list[str]], CollectorProcess]]:
+    started: list[CollectorProcess] = []
+
+    def start(args: list[str]) -> CollectorProcess:
+        started.append(CollectorProcess(args, tmp_path / "collector.log"))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def export(db: Path, kind: str) -> list[dict[str, object]]:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", kind],
+        capture_output=True,
+        check=True,
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        timeout=60,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_collector_command_serves_both_transports_and_stops_on_sigterm(
+    broker: Mosquitto, tmp_path: Path, run_collector: Callable[[list[str]], CollectorProcess]
+) -> None:
+    db, port = tmp_path / "c.db", free_port()
+    proc = run_collector(["--db", str(db), "--grpc", f"127.0.0.1:{port}", "--mqtt", broker.url])
+    assert proc.line()["ready"] is True
+    van = Van(broker, "van-1")
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the collector's subscription may land a moment after its ready line
+            van.publish(batch("van-1", 1, 10))
+            try:
+                assert ranges(van.ack(timeout=1)) == [(1, 10)]
+                break
+            except queue.Empty:
+                assert time.monotonic() < deadline
+    finally:
+        van.close()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        gap = pb.Record(seq=30, gap=pb.Gap(from_seq=11, to_seq=29, reason="disk_budget")).SerializeToString()
+        acks = list(stream_method(channel)(iter([wire.encode_batch("van-2", 1, [gap]), b"junk"])))
+    assert [(ranges(a), a.rejected, a.reason) for a in acks] == [
+        ([(30, 30)], False, ""),
+        ([], True, "undecodable"),
+    ]
+    proc.proc.send_signal(signal.SIGTERM)
+    stopped = proc.line()
+    assert stopped["stopped"] is True and stopped["rejects"] == {"undecodable": 1}
+    assert proc.proc.wait(20) == 0
+    vehicles = export(db, "vehicles")
+    assert [(v["vehicle"], v["contiguous"], v["open_gaps"], v["explained_gaps"]) for v in vehicles] == [
+        ("van-1", 10, [], []),
+        ("van-2", 0, [[1, 10]], [[11, 29]]),
+    ]
+    assert [(r["vehicle"], r["seq"]) for r in export(db, "all")] == [("van-1", s) for s in range(1, 11)] + [
+        ("van-2", 30)
+    ]
+    assert export(db, "deliveries") == []
+
+
+def test_collector_dying_between_commit_and_ack_loses_nothing(
+    tmp_path: Path, run_collector: Callable[[list[str]], CollectorProcess]
+) -> None:
+    db, port = tmp_path / "c.db", free_port()
+    addr = f"127.0.0.1:{port}"
+    crashing = run_collector(["--db", str(db), "--grpc", addr, "--exit-after-commits", "1"])
+    crashing.line()
+    with grpc.insecure_channel(addr) as channel, pytest.raises(grpc.RpcError):
+        list(stream_method(channel)(iter([batch("van-1", 1, 10)])))  # stored, never acknowledged
+    assert crashing.proc.wait(10) == 70
+    proc = run_collector(["--db", str(db), "--grpc", addr])
+    proc.line()
+    with grpc.insecure_channel(addr) as channel:
+        acks = list(stream_method(channel)(iter([batch("van-1", 1, 10)])))  # the van's resend
+    assert ranges(acks[0]) == [(1, 10)]
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.line()["duplicates"] == 10
+    assert [v["records"] for v in export(db, "vehicles")] == [10]

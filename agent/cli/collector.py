@@ -3,7 +3,8 @@
 Batches from gRPC (``--grpc``) and MQTT (``--mqtt``) go through one idempotent write path into
 the SQLite file ``--db``; each is acknowledged only after its transaction committed. Logs go to
 stderr at INFO (where it listens, each vehicle's progress, refused batches); stdout gets one
-JSON line when it is ready (``{"ready": true, ...}``) and one with its counters when it stops.
+JSON line when it is ready (``{"ready": true, ..., "mqtt_subscribed": bool}``, after the MQTT
+subscription or 10 s, whichever comes first) and one with its counters when it stops.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from agent.cli import UsageError
 
 log = logging.getLogger("dropline.collector")
+READY_WAIT_S = 10.0
 
 HELP = "run the collector (gRPC and/or MQTT ingest into one store)"
 EXAMPLE = "dropline collector --db collector.db --grpc 127.0.0.1:50051 --mqtt mqtt://127.0.0.1:1883"
@@ -88,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mqtt {args.mqtt}: {exc}") from exc
 
     def ready() -> None:
-        _print({"ready": True, "db": str(args.db), "grpc": args.grpc, "mqtt": args.mqtt})
+        line: dict[str, Any] = {"ready": True, "db": str(args.db), "grpc": args.grpc, "mqtt": args.mqtt}
+        if collector.mqtt is not None:  # give the broker a moment, but start without it if it is down
+            line["mqtt_subscribed"] = collector.mqtt.ready.wait(READY_WAIT_S)
+        _print(line)
 
     try:
         run_until_signalled(collector, on_started=ready)
