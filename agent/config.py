@@ -32,7 +32,9 @@ class VehicleConfig:
 @dataclass(frozen=True)
 class OutboxConfig:
     path: Path = setting(Path("/var/lib/dropline/outbox.db"), "SQLite outbox file")
-    disk_budget_bytes: int = setting(256 * 1024 * 1024, "space the outbox may use before evicting telemetry", "bytes")
+    disk_budget_bytes: int = setting(
+        256 * 1024 * 1024, "space the outbox may use before evicting telemetry", "bytes"
+    )
     group_commit_s: float = setting(1.0, "telemetry commit interval: the most lost on power loss", "s")
     retain_acked: int = setting(100_000, "acknowledged records kept as local history", "records")
 
@@ -41,8 +43,11 @@ class OutboxConfig:
 class UplinkConfig:
     transport: str = setting("grpc", "how records leave the van", choices=("grpc", "mqtt", "none"))
     target: str = setting("127.0.0.1:50051", "collector host:port (grpc) or mqtt://host:port (mqtt)")
-    order: str = setting("oldest-first", "backlog order: strict history or live view first",
-                         choices=("oldest-first", "newest-first"))
+    order: str = setting(
+        "oldest-first",
+        "backlog order: strict history or live view first",
+        choices=("oldest-first", "newest-first"),
+    )
     window: int = setting(8, "unacknowledged batches in flight", "batches")
     batch_records: int = setting(2000, "records per batch at most", "records")
     batch_bytes: int = setting(1 << 20, "encoded records per batch at most", "bytes")
@@ -118,9 +123,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    elif tp is Path:
-        if isinstance(value, str):
-            return Path(value)
+    elif tp is Path and isinstance(value, str):
+        return Path(value)
     raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
 
 
@@ -170,15 +174,18 @@ def describe(cls: type = AgentConfig, prefix: str = "") -> list[str]:
     """One line per setting, for README and ``--help``: the declarations are the documentation."""
     lines: list[str] = []
     hints = get_type_hints(cls)
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         section = _section_type(hints[f.name])
         name = f"{prefix}{f.name}"
         if section:
             lines.append(f"[{name}]  {f.metadata.get('doc', '')}")
             lines += describe(section, name + ".")
             continue
-        default = "required" if f.default is MISSING else repr(str(f.default) if isinstance(f.default, Path)
-                                                               else f.default)
+        default = (
+            "required"
+            if f.default is MISSING
+            else repr(str(f.default) if isinstance(f.default, Path) else f.default)
+        )
         unit = f" [{f.metadata['unit']}]" if f.metadata.get("unit") else ""
         choices = f" ({' | '.join(f.metadata['choices'])})" if f.metadata.get("choices") else ""
         lines.append(f"  {name} = {default}{unit}: {f.metadata.get('doc', '')}{choices}")

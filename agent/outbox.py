@@ -117,7 +117,6 @@ class Outbox:
         self._started = False
         self._sent_lo = self._sent_hi = 0  # band of seqs handed out since the last rewind
 
-
     # -- opening and recovery ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -152,15 +151,22 @@ class Outbox:
         floor = self._mark.value
         now = self._wall_clock()
         notes: list[Record] = [
-            Alert(now, "outbox_reset", "critical", f"outbox unusable ({cause}); moved to {aside.name}",
-                  {"moved_to": str(aside), "cause": str(cause)[:200]}),
+            Alert(
+                now,
+                "outbox_reset",
+                "critical",
+                f"outbox unusable ({cause}); moved to {aside.name}",
+                {"moved_to": str(aside), "cause": str(cause)[:200]},
+            ),
         ]
         if floor > 0:
             notes.insert(0, Gap(now, 1, floor, "outbox_reset"))
         self._mark.reserve_through(floor + len(notes))
         db.execute("BEGIN IMMEDIATE")
         for i, note in enumerate(notes, start=floor + 1):
-            db.execute("INSERT INTO records (seq, priority, body) VALUES (?, 1, ?)", (i, convert.encode(i, note)))
+            db.execute(
+                "INSERT INTO records (seq, priority, body) VALUES (?, 1, ?)", (i, convert.encode(i, note))
+            )
         db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (floor + len(notes),))
         db.execute("COMMIT")
         return db
@@ -250,10 +256,8 @@ class Outbox:
     def _enforce_budget(self) -> None:
         excess = self._acked - self.retain_acked
         if excess > 0:
-            self._db.execute(
-                "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE acked != 0 ORDER BY seq LIMIT ?)",
-                (excess,),
-            )
+            oldest_acked = "SELECT seq FROM records WHERE acked != 0 ORDER BY seq LIMIT ?"
+            self._db.execute(f"DELETE FROM records WHERE seq IN ({oldest_acked})", (excess,))
             self._acked -= excess
         if self._used_bytes() > self.disk_budget_bytes:
             self._evict(target=int(self.disk_budget_bytes * 0.9))
@@ -268,12 +272,18 @@ class Outbox:
         self._acked = 0
         first = last = 0
         while self._used_bytes() > target:
-            seqs = [r[0] for r in self._db.execute(
-                "SELECT seq FROM records WHERE priority = 0 ORDER BY seq LIMIT 2000")]
+            seqs = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT seq FROM records WHERE priority = 0 ORDER BY seq LIMIT 2000"
+                )
+            ]
             if not seqs:
                 log.error("outbox over budget with only priority records left (%d bytes)", self._used_bytes())
                 break
-            self._db.execute("DELETE FROM records WHERE priority = 0 AND seq BETWEEN ? AND ?", (seqs[0], seqs[-1]))
+            self._db.execute(
+                "DELETE FROM records WHERE priority = 0 AND seq BETWEEN ? AND ?", (seqs[0], seqs[-1])
+            )
             self.stats.evicted += len(seqs)
             first, last = first or seqs[0], seqs[-1]
         if first:
@@ -286,7 +296,9 @@ class Outbox:
         self._mark.reserve_through(seq)
         gap = Gap(self._wall_clock(), first, last, "disk_budget")
         self._db.execute("BEGIN IMMEDIATE")
-        self._db.execute("INSERT INTO records (seq, priority, body) VALUES (?, 1, ?)", (seq, convert.encode(seq, gap)))
+        self._db.execute(
+            "INSERT INTO records (seq, priority, body) VALUES (?, 1, ?)", (seq, convert.encode(seq, gap))
+        )
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (seq,))
         self._db.execute("COMMIT")
         self.stats.gaps.append((first, last))
@@ -355,8 +367,10 @@ class Outbox:
     def rows(self) -> list[tuple[int, int, bytes]]:
         """Every committed row (seq, acked, body): what this van has committed and still holds."""
         with self._lock:
-            return [(int(s), int(a), bytes(b)) for s, a, b in self._db.execute(
-                "SELECT seq, acked, body FROM records ORDER BY seq")]
+            return [
+                (int(s), int(a), bytes(b))
+                for s, a, b in self._db.execute("SELECT seq, acked, body FROM records ORDER BY seq")
+            ]
 
     def close(self) -> None:
         with self._lock:

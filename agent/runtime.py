@@ -7,6 +7,7 @@ second and runs the outbox's group commit. The uplink runs in its own thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -81,15 +82,17 @@ class Agent:
             driver.start(self.events.put)
         if self.uplink:
             self.uplink.start()
-        log.info("agent %s running: %d drivers, uplink %s", self.config.vehicle.id, len(self.drivers),
-                 self.config.uplink.transport)
+        log.info(
+            "agent %s running: %d drivers, uplink %s",
+            self.config.vehicle.id,
+            len(self.drivers),
+            self.config.uplink.transport,
+        )
         next_tick = self._clock() + 1.0
         try:
             while not self.stop_requested.is_set():
-                try:
+                with contextlib.suppress(queue.Empty):
                     self._handle(self.events.get(timeout=0.1))
-                except queue.Empty:
-                    pass
                 now = self._clock()
                 if now >= next_tick:
                     self._handle(Tick(now))

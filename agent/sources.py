@@ -56,7 +56,9 @@ def can_driver(c: CanConfig) -> Driver[Any]:
 
     path = _existing(c.path, "can.path")
     channels = [c.channel] if c.channel else None  # a DBC describes one bus of a multi-bus log
-    return ReplayDriver("can", lambda: iter_signals_from_log(path, decoder, channels=channels), c.replay_interval_s)
+    return ReplayDriver(
+        "can", lambda: iter_signals_from_log(path, decoder, channels=channels), c.replay_interval_s
+    )
 
 
 def scanner_driver(c: ScannerConfig) -> Driver[Any]:

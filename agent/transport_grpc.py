@@ -7,6 +7,7 @@ Batches are already encoded by the outbox and ``protocols.wire``, so they go out
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -90,10 +91,8 @@ class GrpcTransport:
         return out
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(queue.Full):
             self._outgoing.put_nowait(_CLOSE)
-        except queue.Full:
-            pass
         if self._call is not None:
             self._call.cancel()
         if self._channel is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.uplink import TransportError, drain
 from protocols import topics
@@ -42,7 +43,7 @@ class MqttTransport:
         self._error = ""
         self.bad_acks = 0
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"dropline-van-{vehicle}-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv311,
             clean_session=True,
@@ -68,7 +69,7 @@ class MqttTransport:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            self._acks.put(pb.Ack.FromString(message.payload))
+            self._acks.put(pb.Ack.FromString(bytes(message.payload)))
         except Exception:  # a garbage ack is counted, never trusted
             self.bad_acks += 1
 
@@ -79,7 +80,9 @@ class MqttTransport:
             raise TransportError(f"MQTT broker {self.host}:{self.port}: {exc}") from exc
         self._client.loop_start()
         if not self._ready.wait(timeout) or self._down.is_set():
-            raise TransportError(self._error or f"MQTT broker {self.host}:{self.port}: no CONNACK in {timeout} s")
+            raise TransportError(
+                self._error or f"MQTT broker {self.host}:{self.port}: no CONNACK in {timeout} s"
+            )
 
     def _check(self) -> None:
         if self._down.is_set():

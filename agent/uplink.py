@@ -163,7 +163,9 @@ class Uplink:
             oldest = min((f.sent_at for f in self._inflight.values()), default=None)
             if oldest is not None and self._monotonic() - oldest > self.ack_timeout_s:
                 self.stats.ack_timeouts += 1
-                log.warning("no ack for %.0f s: resending %d unacked batches", self.ack_timeout_s, len(self._inflight))
+                log.warning(
+                    "no ack for %.0f s: resending %d unacked batches", self.ack_timeout_s, len(self._inflight)
+                )
                 self.outbox.rewind()
                 self._inflight.clear()
 
@@ -173,7 +175,9 @@ class Uplink:
             if not rows:
                 return
             self._batch_id += 1
-            payload = wire.encode_batch(self.vehicle, self._batch_id, [body for _, body in rows], self.compress)
+            payload = wire.encode_batch(
+                self.vehicle, self._batch_id, [body for _, body in rows], self.compress
+            )
             transport.send(payload)
             seqs = (rows[0][0], rows[-1][0])
             self._inflight[self._batch_id] = _InFlight(self._monotonic(), min(seqs), max(seqs), len(rows))
@@ -190,7 +194,11 @@ class Uplink:
             self.stats.rejected_batches += 1
             self.stats.reject_reasons[ack.reason] = self.stats.reject_reasons.get(ack.reason, 0) + 1
             log.error("collector rejected batch %d: %s", ack.batch_id, ack.reason)
-            if sent is not None and ack.reason in ("oversized", "too_many_records") and self.batch_records > 1:
+            if (
+                sent is not None
+                and ack.reason in ("oversized", "too_many_records")
+                and self.batch_records > 1
+            ):
                 self.batch_records = max(1, self.batch_records // 2)
                 self.outbox.rewind()
             elif sent is not None:

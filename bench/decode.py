@@ -24,17 +24,23 @@ NMEA_LOGS = sorted((Path(__file__).resolve().parents[1] / "tests" / "data" / "nm
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=7, help="runs of each loop; the best counts")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # rejected frames are expected here; do not time the logging
     nmea = bench_nmea(NMEA_LOGS, args.repeat)
     can = bench_can(DEFAULT_LOG, DEFAULT_DBC, args.repeat)
-    print(f"NMEA: ours {nmea['ours_sentences_per_s']:,.0f} sentences/s, plain pynmea2 "
-          f"{nmea['pynmea2_sentences_per_s']:,.0f} sentences/s, ratio {nmea['ratio']:.2f} "
-          f"(compiled extension: {nmea['compiled']})")
-    print(f"CAN:  ours {can['ours_fps']:,.0f} frames/s, plain cantools {can['plain_cantools_fps']:,.0f} frames/s, "
-          f"ratio {can['ratio']:.2f}")
+    print(
+        f"NMEA: ours {nmea['ours_sentences_per_s']:,.0f} sentences/s, plain pynmea2 "
+        f"{nmea['pynmea2_sentences_per_s']:,.0f} sentences/s, ratio {nmea['ratio']:.2f} "
+        f"(compiled extension: {nmea['compiled']})"
+    )
+    print(
+        f"CAN:  ours {can['ours_fps']:,.0f} frames/s, plain cantools "
+        f"{can['plain_cantools_fps']:,.0f} frames/s, ratio {can['ratio']:.2f}"
+    )
     print(json.dumps({"nmea": nmea, "can": can}, default=str))
     return 0 if nmea["ratio"] >= 1.0 and can["ratio"] >= 1.0 else 1
 

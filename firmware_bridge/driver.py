@@ -85,7 +85,9 @@ class Driver(ABC, Generic[T]):
                 self._close()
 
     def start(self, sink: Sink[T]) -> threading.Thread:
-        self._thread = threading.Thread(target=self.run, args=(sink,), name=f"driver-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.run, args=(sink,), name=f"driver-{self.name}", daemon=True
+        )
         self._thread.start()
         return self._thread
 

@@ -29,7 +29,9 @@ class ReplayDriver(Driver[T]):
 
     kind = "replay"
 
-    def __init__(self, name: str, load: Callable[[], Iterable[T]], interval_s: float = 0.0, repeat: int = 1) -> None:
+    def __init__(
+        self, name: str, load: Callable[[], Iterable[T]], interval_s: float = 0.0, repeat: int = 1
+    ) -> None:
         super().__init__(name)
         self._load = load
         self._interval = interval_s

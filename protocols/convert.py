@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.records import Alert, Fix, Gap, Record, Scan, Signal, iso_time
+from agent.records import Alert, Fix, Record, Scan, Signal, iso_time
 from protocols.dropline.v1 import dropline_pb2 as pb
 
 
@@ -38,7 +38,9 @@ def to_pb(seq: int, record: Record) -> pb.Record:
             ),
         )
     if isinstance(record, Signal):
-        return pb.Record(seq=seq, signal=pb.Signal(time_ms=_ms(record.time), name=record.name, value=record.value))
+        return pb.Record(
+            seq=seq, signal=pb.Signal(time_ms=_ms(record.time), name=record.name, value=record.value)
+        )
     if isinstance(record, Scan):
         return pb.Record(
             seq=seq,
@@ -61,7 +63,9 @@ def to_pb(seq: int, record: Record) -> pb.Record:
                 attrs=record.attrs,
             ),
         )
-    return pb.Record(seq=seq, gap=pb.Gap(from_seq=record.from_seq, to_seq=record.to_seq, reason=record.reason))
+    return pb.Record(
+        seq=seq, gap=pb.Gap(from_seq=record.from_seq, to_seq=record.to_seq, reason=record.reason)
+    )
 
 
 def encode(seq: int, record: Record) -> bytes:
@@ -98,7 +102,7 @@ def to_json(record: pb.Record) -> dict[str, Any]:
             ("hdop", "hdop_c", 100),
             ("sats", "sats", 1),
         ):
-            if f.HasField(name):
+            if f.HasField(name):  # type: ignore[arg-type]
                 value = getattr(f, name)
                 out[key] = value if scale == 1 else value / scale
     elif body == "signal":
@@ -110,8 +114,13 @@ def to_json(record: pb.Record) -> dict[str, Any]:
             out["symbology"] = s.symbology
     elif body == "alert":
         a = record.alert
-        out.update(time=iso_time(a.time_ms / 1000), code=a.code, severity=a.severity, message=a.message,
-                   attrs=dict(a.attrs))
+        out.update(
+            time=iso_time(a.time_ms / 1000),
+            code=a.code,
+            severity=a.severity,
+            message=a.message,
+            attrs=dict(a.attrs),
+        )
     elif body == "gap":
         out.update(from_seq=record.gap.from_seq, to_seq=record.gap.to_seq, reason=record.gap.reason)
     return out

@@ -24,9 +24,20 @@ def generate(out_root: Path) -> list[Path]:
     include = str(Path(protoc.__file__).parent / "_proto")
     out = str(out_root)
     bindir = Path(sys.executable).parent
-    plugins = [f"--plugin=protoc-gen-{name}={bindir / ('protoc-gen-' + name)}" for name in ("mypy", "mypy_grpc")]
-    args = ["protoc", *plugins, f"-I{ROOT}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}",
-            f"--mypy_out={out}", f"--mypy_grpc_out={out}", *protos]
+    plugins = [
+        f"--plugin=protoc-gen-{name}={bindir / ('protoc-gen-' + name)}" for name in ("mypy", "mypy_grpc")
+    ]
+    args = [
+        "protoc",
+        *plugins,
+        f"-I{ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+        *protos,
+    ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
     return sorted((out_root / PROTO_DIR).glob("*_pb2*"))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-import cython
-
 from protocols.dropline.v1 import dropline_pb2 as pb
 
 _TAG_VEHICLE = b"\x0a"  # field 1, length-delimited
@@ -26,8 +24,7 @@ class WireError(ValueError):
     """A batch that cannot be accepted; the message is the counted reason."""
 
 
-@cython.ccall
-def varint(value: cython.ulonglong) -> bytes:
+def varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)

@@ -72,8 +72,9 @@ class Proc:
 
     def start(self) -> Proc:
         with self.log.open("ab") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *self.args], stdout=err,
-                                         stderr=err, env=_env(), cwd=ROOT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", *self.args], stdout=err, stderr=err, env=_env(), cwd=ROOT
+            )
         return self
 
     def kill9(self) -> None:
@@ -108,8 +109,16 @@ def collector(tmp: Path, db: Path, grpc_port: int | None = None, mqtt_url: str |
     return p
 
 
-def agent_config(tmp: Path, vehicle: str, transport: str, target: str, *, sources: str = "",
-                 outbox: dict[str, Any] | None = None, uplink: dict[str, Any] | None = None) -> Path:
+def agent_config(
+    tmp: Path,
+    vehicle: str,
+    transport: str,
+    target: str,
+    *,
+    sources: str = "",
+    outbox: dict[str, Any] | None = None,
+    uplink: dict[str, Any] | None = None,
+) -> Path:
     lines = [f'[vehicle]\nid = "{vehicle}"\n', "[outbox]", f'path = "{tmp / "outbox.db"}"']
     for k, v in (outbox or {}).items():
         lines.append(f"{k} = {json.dumps(v)}")
@@ -138,8 +147,14 @@ def outbox_unacked(path: Path) -> int:
 
 
 def export(db: Path, kind: str = "all") -> list[dict[str, Any]]:
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", kind],
-                         capture_output=True, env=_env(), cwd=ROOT, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", kind],
+        capture_output=True,
+        env=_env(),
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+    )
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 

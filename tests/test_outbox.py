@@ -188,7 +188,9 @@ def test_power_loss_bound_kill_9_loses_at_most_the_group_commit_window(tmp_path:
     path = tmp_path / "o.db"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     for delay in (1.7, 2.9):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env
+        )
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
