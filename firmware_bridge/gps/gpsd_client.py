@@ -36,6 +36,7 @@ MAX_LINE = 65536
 
 WATCH = b'?WATCH={"enable":true,"json":true}\n'
 PROBE = b"?VERSION;\n"
+STATUS_SIM = 8  # gpsd's TPV "status": simulated fix
 
 
 def watch_command(device: str | None = None) -> bytes:
@@ -53,7 +54,8 @@ class GpsdStream:
     line when the stream ends), ``bad_tpv`` (a TPV that claims a position gpsd could not have
     sent: latitude 95, an unreadable time) and ``gpsd_error`` (gpsd's ERROR reports).
     TPVs without a position (mode 0/1, or no lat/lon/time yet) are normal while a receiver
-    acquires: they are counted in ``no_position``, not rejected.
+    acquires: they are counted in ``no_position``, not rejected; so are simulated fixes
+    (``status`` 8, a receiver in demo mode).
     """
 
     def __init__(self, rejects: Rejects | None = None, *, max_line: int = MAX_LINE) -> None:
@@ -61,6 +63,7 @@ class GpsdStream:
         self.max_line = max_line
         self.classes: Counter[str] = Counter()
         self.no_position = 0
+        self.last_error: str | None = None
         self._buf = bytearray()
         self._discarding = False
 
@@ -134,10 +137,15 @@ class GpsdStream:
         if cls == "TPV":
             return self._tpv(obj, text)
         if cls == "ERROR":
-            self.rejects.reject("gpsd_error", obj.get("message", text))
+            self.last_error = str(obj.get("message", text))
+            self.rejects.reject("gpsd_error", self.last_error)
         return None
 
     def _tpv(self, obj: dict[str, Any], text: str) -> Fix | None:
+        if obj.get("status") == STATUS_SIM:
+            # a receiver in demo mode (the Garmin Geko log) reports made-up positions
+            self.no_position += 1
+            return None
         try:
             fix = fix_from_tpv(obj)
         except (ValueError, OverflowError, OSError):
@@ -203,7 +211,10 @@ class GpsdDriver(Driver[Fix]):
 
     ``silence_s``: with no byte from gpsd for this long the driver sends ``?VERSION;``, which gpsd
     always answers; no answer within another ``silence_s`` means gpsd is gone (hung, or the
-    connection half-open), and the driver reconnects. A quiet receiver alone never causes that.
+    connection half-open), and the driver reconnects. A quiet receiver alone never causes that,
+    but gpsd does stall for about a second while it activates a device: keep ``silence_s`` above.
+    With ``device``, gpsd refuses the WATCH (ERROR "No such device") until that device exists:
+    the driver then retries with backoff, so a receiver plugged in later is picked up.
     """
 
     kind = "gps"
@@ -233,6 +244,7 @@ class GpsdDriver(Driver[Fix]):
         self._last_rx = 0.0
         self._probe_at: float | None = None
         self._watches_seen = 0
+        self._errors_seen = 0
 
     def _open(self) -> None:
         self.stream.reset()
@@ -247,6 +259,7 @@ class GpsdDriver(Driver[Fix]):
             raise DeviceError(f"gpsd at {self.host}:{self.port}: {exc}") from exc
         self._sock = sock
         self._watches_seen = self.stream.classes["WATCH"]
+        self._errors_seen = self.stream.classes["ERROR"]
         self._last_rx = time.monotonic()
         self._probe_at = None
 
@@ -267,8 +280,11 @@ class GpsdDriver(Driver[Fix]):
         self._last_rx = time.monotonic()
         self._probe_at = None
         fixes = self.stream.push(data)
-        if not self.watching.is_set() and self.stream.classes["WATCH"] > self._watches_seen:
-            self.watching.set()
+        if not self.watching.is_set():
+            if self.stream.classes["WATCH"] > self._watches_seen:
+                self.watching.set()
+            elif self.stream.classes["ERROR"] > self._errors_seen:
+                raise DeviceError(f"gpsd refused the WATCH: {self.stream.last_error}")
         return fixes
 
     def _check_silence(self) -> None:
