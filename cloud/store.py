@@ -256,6 +256,7 @@ class SqliteStore:
         else:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA journal_size_limit=67108864")  # WAL shrinks back after checkpoints
             self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
         self._cache: dict[str, _Vehicle] = {}

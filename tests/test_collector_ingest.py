@@ -130,6 +130,14 @@ def test_hostile_batch_is_refused_counted_and_harmless(ingest: Ingest, name: str
     assert_still_works(ingest)
 
 
+def test_a_body_kind_of_a_newer_schema_is_stored_not_refused(ingest: Ingest) -> None:
+    newer = pb.Record(seq=1)
+    newer.MergeFromString(b"\x7a\x03abc")  # Record field 15: a body this build does not know
+    ack = ingest.handle(wire.encode_batch("van-1", 1, [newer.SerializeToString()]), "van-1")
+    assert not ack.rejected and [(r.first, r.last) for r in ack.stored] == [(1, 1)]
+    assert [r["kind"] for r in ingest.store.export("all")] == ["unknown"]
+
+
 def test_a_bad_record_refuses_the_whole_batch(ingest: Ingest) -> None:
     data = wire.encode_batch("van-1", 1, [fix(1), fix(2), fix(0), fix(3)])
     assert ingest.handle(data, "van-1").reason == "bad_seq"
