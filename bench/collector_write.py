@@ -4,7 +4,8 @@ Measures, on the same generated fixes, in one run:
   1. ``SqliteStore.write`` alone (records already decoded), batches of ``--batch``;
   2. ``Ingest.handle`` from batch bytes (decode with limits, validate, write, build the Ack),
      plain and zlib-packed;
-  3. the same over a real gRPC stream on loopback (a window of batches in flight);
+  3. the same over a real gRPC stream on loopback, and through a real Mosquitto (a window of
+     batches in flight, each acknowledged end to end);
   4. the usual approach as a peer: one INSERT and one commit per record (on a sample), and the ratio.
 Every commit is fsync'd (WAL, synchronous=FULL), as in production.
 
@@ -139,6 +140,55 @@ def bench_grpc(tmp: Path, batches: list[tuple[str, bytes]], n: int, window: int 
     return rate
 
 
+def bench_mqtt(tmp: Path, batches: list[tuple[str, bytes]], n: int, window: int = 8) -> float:
+    """Through a real Mosquitto on loopback: vans publish QoS 1, the collector acks on the ack topic."""
+    from paho.mqtt.client import Client, MQTTMessage, MQTTv311
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from cloud.mqtt_ingest import MqttIngest, MqttTarget
+    from protocols import topics
+    from tests.brokers import run_mosquitto
+
+    store = SqliteStore(tmp / "mqtt.db")
+    ingest = Ingest(store)
+    with run_mosquitto(tmp) as broker:
+        collector = MqttIngest(ingest, MqttTarget(broker.host, broker.port))
+        collector.start()
+        assert collector.ready.wait(10)
+        acks: queue.Queue[str] = queue.Queue()
+        subscribed = threading.Event()
+        van = Client(CallbackAPIVersion.VERSION2, protocol=MQTTv311)
+
+        def on_ack(client: Client, userdata: object, message: MQTTMessage) -> None:
+            acks.put(message.topic)
+
+        van.on_message = on_ack
+        van.on_subscribe = lambda *a: subscribed.set()
+        van.connect(broker.host, broker.port)
+        van.loop_start()
+        van.subscribe(topics.telemetry_subscription(shared=False).replace(topics.TELEMETRY, topics.ACK), 1)
+        assert subscribed.wait(10)
+        start = time.perf_counter()
+        inflight = 0
+        for vehicle, data in batches:
+            while inflight >= window:
+                acks.get(timeout=60)
+                inflight -= 1
+            van.publish(topics.topic(vehicle, topics.TELEMETRY), data, qos=1)
+            inflight += 1
+        for _ in range(inflight):
+            acks.get(timeout=60)
+        rate = report(
+            f"3. MQTT via Mosquitto on loopback (window {window}, zlib)", n, time.perf_counter() - start
+        )
+        van.disconnect()
+        van.loop_stop()
+        collector.stop()
+    assert ingest.counts["inserted"] == n
+    store.close()
+    return rate
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -188,6 +238,7 @@ def main() -> None:
         bench_ingest(tmp, plain, n, "plain")
         ingest_rate = bench_ingest(tmp, packed, n, "zlib")
         bench_grpc(tmp, packed, n)
+        bench_mqtt(tmp, packed, n)
         peer = bench_row_by_row(tmp, args.peer_sample)
     print(
         f"ratio store.write / row-by-row peer: {store_rate / peer:,.0f}x; "
