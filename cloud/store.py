@@ -315,7 +315,6 @@ class SqliteStore:
             except BaseException:
                 self._rollback()
                 raise
-            self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
             holes = state.covered.hole_count(max_seq)
             first_hole = state.covered.holes(max_seq, limit=1) if holes else []
         return WriteResult(
@@ -335,9 +334,12 @@ class SqliteStore:
             self._db.execute("ROLLBACK")
 
     def _notice_other_writers(self) -> None:
+        """Inside the write transaction nobody else can commit, and our own commits do not change
+        data_version: a change since the last look means another process wrote the file."""
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._cache.clear()
+            self._data_version = version
 
     def _state(self, vehicle: str) -> _Vehicle:
         state = self._cache.get(vehicle)
