@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import socket
 import threading
 import time
@@ -27,8 +26,6 @@ from agent.records import Fix
 from firmware_bridge.driver import DeviceError, Driver
 from firmware_bridge.gps.tpv import fix_from_tpv
 from firmware_bridge.rejects import Rejects
-
-log = logging.getLogger("dropline.gpsd")
 
 # gpsd's longest reports are SKY with many satellites (about 4 kB in gpsd's own test logs); far
 # more than that is not gpsd talking, and the bound keeps a stream without newlines from growing.
