@@ -108,6 +108,9 @@ class Outbox:
         self._wall_clock = wall_clock
         self._lock = threading.RLock()
         self._pending: list[tuple[int, int, bytes]] = []
+        self._pending_bytes = 0
+        # One group commit must not overshoot a small budget by much.
+        self._max_pending_bytes = max(4096, min(4 << 20, disk_budget_bytes // 8))
         self._pending_since: float | None = None
         self._mark = SeqMark(self.path.with_name(self.path.name + ".seq"))
         self.stats = OutboxStats()
@@ -121,9 +124,13 @@ class Outbox:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file: evictions shrink it
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA journal_size_limit=4194304")
+        # The WAL is part of the footprint: checkpoint and truncate it well inside the budget.
+        wal_limit = min(4 << 20, self.disk_budget_bytes // 4)
+        db.execute(f"PRAGMA journal_size_limit={wal_limit}")
+        db.execute(f"PRAGMA wal_autocheckpoint={max(16, wal_limit // 4096)}")
         db.executescript(_SCHEMA)
         return db
 
@@ -184,11 +191,13 @@ class Outbox:
             seq = self._next_seq
             self._next_seq += 1
             priority = is_priority(record)
-            self._pending.append((seq, int(priority), convert.encode(seq, record)))
+            body = convert.encode(seq, record)
+            self._pending.append((seq, int(priority), body))
+            self._pending_bytes += len(body) + 16
             self.stats.appended += 1
             if self._pending_since is None:
                 self._pending_since = self._monotonic()
-            if priority or len(self._pending) >= 10_000:
+            if priority or len(self._pending) >= 10_000 or self._pending_bytes >= self._max_pending_bytes:
                 self.flush()
             return seq
 
@@ -206,6 +215,7 @@ class Outbox:
                 return
             started = self._monotonic()
             rows, self._pending, self._pending_since = self._pending, [], None
+            self._pending_bytes = 0
             self._mark.reserve_through(rows[-1][0])
             try:
                 self._commit(rows)
@@ -288,6 +298,7 @@ class Outbox:
             first, last = first or seqs[0], seqs[-1]
         if first:
             self._record_gap(first, last)
+        self._db.execute("PRAGMA incremental_vacuum")
 
     def _record_gap(self, first: int, last: int) -> None:
         """Report evicted telemetry; merges with the previous gap when nothing was kept between."""

@@ -190,6 +190,14 @@ class Uplink:
             log.warning("ignoring ack for another vehicle %r", ack.vehicle)
             return
         sent = self._inflight.pop(ack.batch_id, None)
+        if not ack.rejected and ack.reason and not ack.stored:
+            # The collector could not store it now (disk full, database locked): send it all
+            # again after a pause rather than waiting for the ack timeout.
+            log.warning("collector could not store batch %d (%s): retrying", ack.batch_id, ack.reason)
+            self.outbox.rewind()
+            self._inflight.clear()
+            self._stop.wait(self.backoff.next_delay())
+            return
         if ack.rejected:
             self.stats.rejected_batches += 1
             self.stats.reject_reasons[ack.reason] = self.stats.reject_reasons.get(ack.reason, 0) + 1
