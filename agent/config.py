@@ -62,6 +62,7 @@ class GpsConfig:
     driver: str = setting("gpsd", "GNSS source", choices=("gpsd", "nmea-serial", "nmea-file", "trace-file"))
     host: str = setting("127.0.0.1", "gpsd host")
     gpsd_port: int = setting(2947, "gpsd port")
+    gpsd_device: str = setting("", "watch only this gpsd device (e.g. /dev/ttyACM0); empty = all")
     port: str = setting("/dev/ttyACM0", "serial device of an NMEA receiver")
     baudrate: int = setting(9600, "serial speed", "baud")
     path: Path = setting(Path(""), "recorded file to replay (nmea-file, trace-file)")

@@ -100,5 +100,7 @@ def iso_time(t: float) -> str:
 
 
 def parse_iso_time(text: str) -> float:
-    """Inverse of :func:`iso_time`; accepts any ISO 8601 UTC time with ``Z`` or an offset."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    """Inverse of :func:`iso_time`; ISO 8601 with ``Z`` or an offset, UTC when it has neither
+    (never the machine's local zone)."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()

@@ -29,7 +29,7 @@ def gps_driver(c: GpsConfig) -> Driver[Any]:
     if c.driver == "gpsd":
         from firmware_bridge.gps.gpsd_client import GpsdDriver
 
-        return GpsdDriver(host=c.host, port=c.gpsd_port)
+        return GpsdDriver(host=c.host, port=c.gpsd_port, device=c.gpsd_device or None)
     if c.driver == "nmea-serial":
         from firmware_bridge.gps.serial_nmea import SerialNmeaDriver
 

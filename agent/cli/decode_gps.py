@@ -9,7 +9,6 @@ stderr at the end; they never stop the run. A file with nothing decodable in it 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,10 @@ from typing import Any
 from agent.cli import UsageError
 from agent.cli.output import add_output_argument, input_file, output_stream, write_json_lines
 from agent.records import Fix
+from firmware_bridge.gps.gpsd_client import iter_fixes_from_gpsd_json
 from firmware_bridge.gps.nmea import NmeaDecoder
 from firmware_bridge.gps.serial_nmea import iter_lines_from_file
-from firmware_bridge.gps.tpv import fix_from_tpv, fix_to_tpv
+from firmware_bridge.gps.tpv import fix_to_tpv
 from firmware_bridge.rejects import Rejects
 
 HELP = "NMEA 0183 log (or gpsd JSON) to fixes, one per receiver epoch"
@@ -56,28 +56,9 @@ def nmea_fixes(path: Path, decoder: NmeaDecoder, first_bad: list[int]) -> Iterat
 
 def gpsd_fixes(path: Path, rejects: Rejects) -> Iterator[Fix]:
     """One fix per epoch from gpsd JSON: gpsd reports an epoch several times as sentences
-    arrive, each report more complete, so the last TPV with a given time is the one kept."""
-    pending: Fix | None = None
+    arrive, each more complete; the epoch's reports are merged into one fix."""
     with path.open("rb") as f:
-        for number, raw in enumerate(f, 1):
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                obj = json.loads(text)
-            except (ValueError, UnicodeDecodeError):
-                rejects.reject("not_json", f"line {number}: {text[:80]!r}")
-                continue
-            if not isinstance(obj, dict) or obj.get("class") != "TPV":
-                continue
-            fix = fix_from_tpv(obj)
-            if fix is None:
-                continue
-            if pending is not None and pending.time != fix.time:
-                yield pending
-            pending = fix
-    if pending is not None:
-        yield pending
+        yield from iter_fixes_from_gpsd_json(f, rejects, per_epoch=True)
 
 
 def run(args: argparse.Namespace) -> int:

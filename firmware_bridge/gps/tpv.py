@@ -31,6 +31,8 @@ def fix_from_tpv(obj: dict[str, Any]) -> Fix | None:
     time_text = obj.get("time")
     if mode not in (2, 3) or lat is None or lon is None or not isinstance(time_text, str):
         return None
+    if obj.get("status") == 8:  # gpsd's "simulated" (a receiver in demo mode): not where the van is
+        return None
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         return None
     try:
