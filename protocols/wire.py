@@ -77,11 +77,10 @@ def decode_batch(data: bytes, max_bytes: int, max_records: int) -> pb.Batch:
             inner.ParseFromString(body)
         except Exception as exc:
             raise WireError("undecodable") from exc
-        if inner.vehicle or inner.batch_id or inner.packed:
+        if inner.vehicle or inner.batch_id or inner.packed or inner.compression:
             raise WireError("bad_compression")
-        batch.records.extend(inner.records)
-        batch.ClearField("packed")
-        batch.compression = pb.COMPRESSION_NONE
+        inner.vehicle, inner.batch_id = batch.vehicle, batch.batch_id  # no copy of the records
+        batch = inner
     elif batch.compression != pb.COMPRESSION_NONE or batch.packed:
         raise WireError("unknown_compression")
     if len(batch.records) > max_records:
