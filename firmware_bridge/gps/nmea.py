@@ -269,8 +269,14 @@ class NmeaDecoder:
         if quality in _GGA_NOT_A_FIX:
             self._e_invalid = True
             return
-        if pos is None:
-            return
+        if pos is not None:
+            self._take_position(pos, sats, hdop, alt)
+
+    def _take_position(
+        self, pos: tuple[float, float], sats: int, hdop: float | None, alt: float | None
+    ) -> None:
+        """GGA and GNS: position, satellites, HDOP, and altitude (which makes the fix 3D when
+        enough satellites back it)."""
         self._e_lat, self._e_lon = pos
         if sats >= 0:
             self._e_sats = sats
@@ -355,17 +361,8 @@ class NmeaDecoder:
         # NMEA 4.1 navigational status: S safe, C caution, U unsafe, V "no status available".
         # V says nothing about the position (Quectel sends it with every good fix; gpsd drops
         # the sentence for it, we do not); U is an integrity alarm: the position is not used.
-        if pos is None or nav_status == "U":
-            return
-        self._e_lat, self._e_lon = pos
-        if sats >= 0:
-            self._e_sats = sats
-        if hdop is not None and hdop < _MAX_SANE_DOP:
-            self._e_hdop = hdop
-        if alt is not None:
-            self._e_alt = alt
-            if sats < 0 or sats >= 4:
-                self._e_alt_mode = 3
+        if pos is not None and nav_status != "U":
+            self._take_position(pos, sats, hdop, alt)
 
     def _vtg(self, talker: str, data: list[str]) -> None:
         msg = _VTG(talker, "VTG", data)
