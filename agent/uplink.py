@@ -148,6 +148,9 @@ class Uplink:
             except TransportError as exc:
                 self.stats.last_error = str(exc)
                 log.warning("uplink down: %s", exc)
+            except Exception as exc:  # e.g. the outbox file failing under us: log, back off, go on
+                self.stats.last_error = repr(exc)
+                log.exception("uplink error; retrying")
             finally:
                 self.connected.clear()
                 transport.close()
