@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Dropline needs, only those missing. Debian 12 / Raspberry Pi OS bookworm.
 #   demo: a Python with venv and a C compiler (for the Cython build)
-#   test: also Mosquitto, gpsd with gpsfake, and socat (serial pseudo-terminals)
+#   test: also Mosquitto, gpsd with gpsfake (in gpsd-clients), and socat (serial pseudo-terminals)
 set -euo pipefail
 want=(python3 python3-venv python3-dev gcc)
 need_cmds=(python3 gcc)
 if [ "${1:-}" = "test" ]; then
-  want+=(mosquitto gpsd gpsd-tools python3-gps socat)
+  want+=(mosquitto gpsd gpsd-tools gpsd-clients python3-gps socat)
   need_cmds+=(mosquitto gpsd gpsfake socat)
 fi
 missing=0
