@@ -85,10 +85,7 @@ class GrpcTransport:
                 continue
 
     def acks(self, timeout: float) -> list[pb.Ack]:
-        out = drain(self._acks, timeout)
-        if not out:
-            self._check()
-        return out
+        return drain(self._acks, timeout, self._check)
 
     def close(self) -> None:
         with contextlib.suppress(queue.Full):

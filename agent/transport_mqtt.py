@@ -97,10 +97,7 @@ class MqttTransport:
             raise TransportError("paho queue full: the broker is not taking messages")
 
     def acks(self, timeout: float) -> list[pb.Ack]:
-        out = drain(self._acks, timeout)
-        if not out:
-            self._check()
-        return out
+        return drain(self._acks, timeout, self._check)
 
     def close(self) -> None:
         self._client.disconnect()

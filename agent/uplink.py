@@ -45,14 +45,17 @@ class Transport(Protocol):
         """Release the link; must not raise."""
 
 
-def drain(q: queue.Queue[pb.Ack], timeout: float) -> list[pb.Ack]:
-    """Whatever a transport's reader thread has queued, waiting up to ``timeout`` for the first."""
+def drain(q: queue.Queue[pb.Ack], timeout: float, check: Callable[[], None]) -> list[pb.Ack]:
+    """Whatever a transport's reader thread has queued, waiting up to ``timeout`` for the first;
+    when nothing came, ``check`` raises TransportError if the link died meanwhile."""
     out: list[pb.Ack] = []
     try:
         out.append(q.get(timeout=timeout))
         while True:
             out.append(q.get_nowait())
     except queue.Empty:
+        if not out:
+            check()
         return out
 
 

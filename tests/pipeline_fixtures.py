@@ -142,8 +142,18 @@ def outbox_records(path: Path) -> dict[int, dict[str, Any]]:
 
 
 def outbox_unacked(path: Path) -> int:
+    return _count(path, "acked = 0")
+
+
+def outbox_acked(path: Path) -> int:
+    """Rows the collector has acknowledged, read in one query (two separate counts race with
+    the agent's commits in between)."""
+    return _count(path, "acked != 0")
+
+
+def _count(path: Path, where: str) -> int:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM records WHERE acked = 0").fetchone()[0])
+        return int(db.execute(f"SELECT count(*) FROM records WHERE {where}").fetchone()[0])
 
 
 def export(db: Path, kind: str = "all") -> list[dict[str, Any]]:

@@ -44,7 +44,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "print what the collector stored, with vehicle and seq",
         "dropline export --db collector.db --kind fixes",
     ),
-    ("demo",): ("agent.cli.demo", "decode the recorded drive shipped in tests/data", "dropline demo"),
+    ("demo",): (
+        "agent.cli.demo",
+        "a van replaying a recorded drive, CAN log and scans into a local collector",
+        "dropline demo",
+    ),
 }
 
 
