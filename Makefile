@@ -30,6 +30,7 @@ test: system-deps-test build
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PKGS) tests bench
+	$(VENV)/bin/ruff format --check $(PKGS) tests bench
 	$(VENV)/bin/mypy $(PKGS)
 
 clean:

@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.outbox import Outbox  # noqa: E402
 from agent.records import Fix, Scan  # noqa: E402
-from agent.uplink import Backoff, Transport, Uplink  # noqa: E402
+from agent.uplink import Backoff, Uplink  # noqa: E402
 from tests.brokers import run_mosquitto  # noqa: E402
 from tests.pipeline_fixtures import Proc, free_port, load_barefoot, wait_port  # noqa: E402
 
@@ -48,8 +47,10 @@ def backlog(n: int) -> list[Fix]:
     """The real Munich drive, played again and again (shifted in time) up to ``n`` fixes."""
     drive = load_barefoot()
     span = drive[-1].time - drive[0].time + 1
-    return [dataclasses.replace(drive[i % len(drive)], time=drive[i % len(drive)].time + (i // len(drive)) * span)
-            for i in range(n)]
+    return [
+        dataclasses.replace(drive[i % len(drive)], time=drive[i % len(drive)].time + (i // len(drive)) * span)
+        for i in range(n)
+    ]
 
 
 def fill_outbox(path: Path, fixes: list[Fix]) -> dict[str, float]:
@@ -76,8 +77,17 @@ def fill_outbox(path: Path, fixes: list[Fix]) -> dict[str, float]:
 
 def drain(outbox_path: Path, transport: Any, total: int) -> dict[str, float]:
     ob = Outbox(outbox_path, disk_budget_bytes=1 << 32, retain_acked=0)
-    uplink = Uplink(ob, transport, VEHICLE, window=8, batch_records=5000, batch_bytes=2 << 20, compress=True,
-                    ack_timeout_s=30, backoff=Backoff(0.05, 0.5))
+    uplink = Uplink(
+        ob,
+        transport,
+        VEHICLE,
+        window=8,
+        batch_records=5000,
+        batch_bytes=2 << 20,
+        compress=True,
+        ack_timeout_s=30,
+        backoff=Backoff(0.05, 0.5),
+    )
     start = time.perf_counter()
     uplink.start()
     while uplink.stats.records_acked < total:  # cheap: no query racing the uplink for the outbox
@@ -99,8 +109,13 @@ def drain(outbox_path: Path, transport: Any, total: int) -> dict[str, float]:
 
 
 def stored(db: Path) -> int:
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", "vehicles"],
-                         capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", "vehicles"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     return sum(r["records"] for r in rows)
 
@@ -117,7 +132,9 @@ def ours(tmp: Path, prefilled: Path, total: int, which: str) -> dict[str, float]
     factory: Any
     if which == "grpc":
         port = free_port()
-        hub = Proc(["collector", "--db", str(db), "--grpc", f"127.0.0.1:{port}"], work / "collector.log").start()
+        hub = Proc(
+            ["collector", "--db", str(db), "--grpc", f"127.0.0.1:{port}"], work / "collector.log"
+        ).start()
         wait_port(port)
         factory = lambda: GrpcTransport(f"127.0.0.1:{port}")  # noqa: E731
         try:
@@ -144,7 +161,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 db = sqlite3.connect(sys.argv[1], check_same_thread=False)
 db.execute("PRAGMA journal_mode=WAL")
 db.execute("PRAGMA synchronous=NORMAL")
-db.execute("CREATE TABLE fixes (vehicle TEXT, seq INTEGER, time TEXT, lat REAL, lon REAL, PRIMARY KEY (vehicle, seq))")
+db.execute("CREATE TABLE fixes (vehicle TEXT, seq INTEGER, time TEXT, lat REAL, lon REAL, "
+           "PRIMARY KEY (vehicle, seq))")
 def on_message(client, userdata, msg):
     fix = json.loads(msg.payload)
     db.execute("INSERT OR IGNORE INTO fixes VALUES (?, ?, ?, ?, ?)",
@@ -170,8 +188,11 @@ def peer(tmp: Path, fixes: list[Fix]) -> dict[str, float]:
     work.mkdir()
     db = work / "peer.db"
     with run_mosquitto(work) as broker:
-        hub = subprocess.Popen([sys.executable, "-c", PEER_COLLECTOR, str(db), str(broker.port)],
-                               stdout=subprocess.PIPE, text=True)
+        hub = subprocess.Popen(
+            [sys.executable, "-c", PEER_COLLECTOR, str(db), str(broker.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert hub.stdout is not None and hub.stdout.readline().strip() == "ready"
         time.sleep(0.5)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="peer-van")
@@ -181,8 +202,9 @@ def peer(tmp: Path, fixes: list[Fix]) -> dict[str, float]:
         topic = f"peer/{VEHICLE}/fix"
         start = time.perf_counter()
         for seq, fix in enumerate(fixes, start=1):
-            payload = json.dumps({"vehicle": VEHICLE, "seq": seq, "time": iso_time(fix.time), "lat": fix.lat,
-                                  "lon": fix.lon})
+            payload = json.dumps(
+                {"vehicle": VEHICLE, "seq": seq, "time": iso_time(fix.time), "lat": fix.lat, "lon": fix.lon}
+            )
             wire_bytes += len(payload) + len(topic) + 6  # PUBLISH fixed header, topic length, packet id
             client.publish(topic, payload, qos=1)
         while True:
@@ -198,12 +220,18 @@ def peer(tmp: Path, fixes: list[Fix]) -> dict[str, float]:
         client.disconnect()
         hub.terminate()
         hub.wait(10)
-    return {"records": len(fixes), "seconds": elapsed, "fixes_per_s": len(fixes) / elapsed,
-            "wire_bytes_per_fix": wire_bytes / len(fixes)}
+    return {
+        "records": len(fixes),
+        "seconds": elapsed,
+        "fixes_per_s": len(fixes) / elapsed,
+        "wire_bytes_per_fix": wire_bytes / len(fixes),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--fixes", type=int, default=1_000_000)
     parser.add_argument("--peer-fixes", type=int, default=20_000)
     parser.add_argument("--transports", default="grpc,mqtt")
@@ -215,16 +243,24 @@ def main(argv: list[str] | None = None) -> int:
         prefilled = tmp / "outbox.db"
         results["outbox"] = fill_outbox(prefilled, fixes)
         o = results["outbox"]
-        print(f"outbox: {o['append_per_s']:,.0f} appends/s with group commit (goal >= 20,000); "
-              f"scan -> durable commit median {o['scan_commit_ms_median']:.2f} ms, p99 {o['scan_commit_ms_p99']:.2f} ms")
+        print(
+            f"outbox: {o['append_per_s']:,.0f} appends/s with group commit (goal >= 20,000); "
+            f"scan -> durable commit median {o['scan_commit_ms_median']:.2f} ms, "
+            f"p99 {o['scan_commit_ms_p99']:.2f} ms"
+        )
         total = args.fixes + 200  # the 200 scans of the latency probe travel too
         for which in args.transports.split(","):
             r = results[which] = ours(tmp, prefilled, total, which)
-            print(f"{which}: {r['records']:,} records drained in {r['seconds']:.1f} s = {r['fixes_per_s']:,.0f} fixes/s "
-                  f"end to end, {r['wire_bytes_per_fix']:.1f} bytes/fix on the wire, collector holds {r['stored']:,}")
+            print(
+                f"{which}: {r['records']:,} records drained in {r['seconds']:.1f} s = "
+                f"{r['fixes_per_s']:,.0f} fixes/s end to end, {r['wire_bytes_per_fix']:.1f} bytes/fix "
+                f"on the wire, collector holds {r['stored']:,}"
+            )
         p = results["peer"] = peer(tmp, fixes[: args.peer_fixes])
-        print(f"usual approach (JSON per fix, paho QoS 1, row-by-row insert): {p['fixes_per_s']:,.0f} fixes/s, "
-              f"{p['wire_bytes_per_fix']:.1f} bytes/fix")
+        print(
+            f"usual approach (JSON per fix, paho QoS 1, row-by-row insert): {p['fixes_per_s']:,.0f} fixes/s, "
+            f"{p['wire_bytes_per_fix']:.1f} bytes/fix"
+        )
         for which in args.transports.split(","):
             ratio = results[which]["fixes_per_s"] / p["fixes_per_s"]
             results[which]["ratio_vs_usual"] = ratio

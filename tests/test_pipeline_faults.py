@@ -310,7 +310,9 @@ def test_disk_budget_filled_during_two_hours_offline(tmp_path: Path) -> None:
         hub.stop()
     finally:
         van.stop()
-    committed = compare(tmp_path, db, kinds=("scan", "gap"))  # which telemetry is oldest depends on the replay
+    committed = compare(
+        tmp_path, db, kinds=("scan", "gap")
+    )  # which telemetry is oldest depends on the replay
     scans = [r for r in committed.values() if r["kind"] == "scan"]
     assert len(scans) == 286, "every delivery scan survives the budget"
     top = max(committed)
