@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import queue
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from cloud.ingest import Ingest
 from cloud.store import SqliteStore
 from protocols import wire
 from protocols.dropline.v1 import dropline_pb2 as pb
+from tests.conftest import free_port
 
 T0 = 1_700_000_000_000
 
@@ -187,12 +187,6 @@ def bench_mqtt(tmp: Path, batches: list[tuple[str, bytes]], n: int, window: int 
     assert ingest.counts["inserted"] == n
     store.close()
     return rate
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bench_row_by_row(tmp: Path, sample: int) -> float:

@@ -20,7 +20,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import gpsd  # gpsd-py3
 from agent.records import Fix, parse_iso_time
 from firmware_bridge.gps.gpsd_client import GpsdDriver
 from firmware_bridge.gps.tpv import fix_from_tpv
+from tests.pipeline_fixtures import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "tests/data/nmea/gpsd"
@@ -47,23 +47,6 @@ class Run:
     polled: list[tuple[int, float, float, str]] = field(default_factory=list)
     zero: list[str] = field(default_factory=list)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, limit_s: float = 10.0) -> None:
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.01)
-    raise SystemExit(f"gpsd did not listen on {port}")
 
 
 def run(log: Path, cycle: float, poll_s: float, tmp: Path) -> Run:

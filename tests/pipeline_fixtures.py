@@ -20,9 +20,11 @@ from typing import Any
 from agent.records import Fix, iso_time
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
+from tests.conftest import DATA, free_port
+
+__all__ = ["DATA", "free_port"]  # re-exported for the fault tests and benchmarks
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 BAREFOOT = DATA / "traces" / "barefoot_munich" / "x0001-001.json"
 
 
@@ -41,12 +43,6 @@ def write_trace(fixes: Iterable[Fix], path: Path) -> Path:
         for fx in fixes:
             f.write(json.dumps({"time": iso_time(fx.time), "lat": fx.lat, "lon": fx.lon}) + "\n")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:

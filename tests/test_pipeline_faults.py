@@ -184,9 +184,8 @@ def test_broker_down_for_60_s_then_back(tmp_path: Path) -> None:
             back = time.monotonic()
             wait_until(lambda: acked_count(tmp_path) > before, 15, "upload to resume")
             resumed_after = time.monotonic() - back
-            assert resumed_after < 5.0 + 2.0, (
-                f"upload resumed {resumed_after:.1f} s after the broker returned"
-            )
+            print(f"upload resumed {resumed_after:.1f} s after the broker returned")
+            assert resumed_after < 5.0, f"upload resumed {resumed_after:.1f} s after the broker returned"
             drain_and_stop(tmp_path, van, timeout=180)
         finally:
             van.stop()
@@ -245,6 +244,7 @@ def test_network_black_holed_with_the_process_alive(tmp_path: Path, transport: s
             back = time.monotonic()
             wait_until(lambda: acked_count(tmp_path) > stalled, 15, "upload to resume")
             resumed_after = time.monotonic() - back
+            print(f"upload resumed {resumed_after:.1f} s after the network returned ({transport})")
             assert resumed_after < 5.0, f"upload resumed {resumed_after:.1f} s after the network returned"
             drain_and_stop(tmp_path, van)
         finally:
