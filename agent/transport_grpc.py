@@ -87,6 +87,9 @@ class GrpcTransport:
     def acks(self, timeout: float) -> list[pb.Ack]:
         return drain(self._acks, timeout, self._check)
 
+    def collector_restarted(self) -> bool:
+        return False  # the stream ends with the collector: the uplink reconnects and resends
+
     def close(self) -> None:
         with contextlib.suppress(queue.Full):
             self._outgoing.put_nowait(_CLOSE)

@@ -2,7 +2,9 @@
 the collector's end-to-end acks read from ``dropline/v1/<vehicle>/ack``.
 
 A broker's PUBACK only means the broker has the batch; the record leaves the outbox on the
-collector's ack. Each connection is a fresh paho client with a clean session: after any drop
+collector's ack. The broker drops batches published while no collector is subscribed, so the van
+also listens on ``dropline/v1/collectors`` and resends its unacknowledged batches when a
+collector announces itself there. Each connection is a fresh paho client with a clean session: after any drop
 the uplink rewinds the outbox instead of letting paho replay its in-memory session (which
 ignores the in-flight limit on reconnect, paho issue #492).
 """
@@ -40,6 +42,7 @@ class MqttTransport:
         self._acks: queue.Queue[pb.Ack] = queue.Queue()
         self._ready = threading.Event()
         self._down = threading.Event()
+        self._collector_online = threading.Event()
         self._error = ""
         self.bad_acks = 0
         client = mqtt.Client(
@@ -60,7 +63,7 @@ class MqttTransport:
             self._error = f"broker refused: {reason}"
             self._down.set()
             return
-        client.subscribe(self._ack_topic, qos=1)
+        client.subscribe([(self._ack_topic, 1), (topics.COLLECTORS, 1)])
         self._ready.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -68,6 +71,9 @@ class MqttTransport:
         self._down.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == topics.COLLECTORS:
+            self._collector_online.set()
+            return
         try:
             self._acks.put(pb.Ack.FromString(bytes(message.payload)))
         except Exception:  # a garbage ack is counted, never trusted
@@ -98,6 +104,12 @@ class MqttTransport:
 
     def acks(self, timeout: float) -> list[pb.Ack]:
         return drain(self._acks, timeout, self._check)
+
+    def collector_restarted(self) -> bool:
+        if not self._collector_online.is_set():
+            return False
+        self._collector_online.clear()
+        return True
 
     def close(self) -> None:
         self._client.disconnect()

@@ -41,6 +41,10 @@ class Transport(Protocol):
     def acks(self, timeout: float) -> list[pb.Ack]:
         """Acks received so far, waiting up to ``timeout`` for the first; TransportError if down."""
 
+    def collector_restarted(self) -> bool:
+        """True once after a collector (re)appeared behind the link while it stayed up: batches
+        in flight may never have reached one, so they are resent now, not on ack timeout."""
+
     def close(self) -> None:
         """Release the link; must not raise."""
 
@@ -159,21 +163,27 @@ class Uplink:
                 transport.close()
             self._stop.wait(self.backoff.next_delay())
 
-    def _pump(self, transport: Transport) -> None:
+    def _resend_all(self) -> None:
+        """Offer every unacked record again; the collector makes the duplicates harmless."""
         self.outbox.rewind()
         self._inflight.clear()
+
+    def _pump(self, transport: Transport) -> None:
+        self._resend_all()
         while not self._stop.is_set():
             self._fill_window(transport)
             for ack in transport.acks(timeout=0.05 if self._inflight else 0.2):
                 self._on_ack(ack)
+            if transport.collector_restarted() and self._inflight:
+                log.info("a collector (re)subscribed: resending %d unacked batches", len(self._inflight))
+                self._resend_all()
             oldest = min((f.sent_at for f in self._inflight.values()), default=None)
             if oldest is not None and self._monotonic() - oldest > self.ack_timeout_s:
                 self.stats.ack_timeouts += 1
                 log.warning(
                     "no ack for %.0f s: resending %d unacked batches", self.ack_timeout_s, len(self._inflight)
                 )
-                self.outbox.rewind()
-                self._inflight.clear()
+                self._resend_all()
 
     def _fill_window(self, transport: Transport) -> None:
         while len(self._inflight) < self.window:
@@ -200,8 +210,7 @@ class Uplink:
             # The collector could not store it now (disk full, database locked): send it all
             # again after a pause rather than waiting for the ack timeout.
             log.warning("collector could not store batch %d (%s): retrying", ack.batch_id, ack.reason)
-            self.outbox.rewind()
-            self._inflight.clear()
+            self._resend_all()
             self._stop.wait(self.backoff.next_delay())
             return
         if ack.rejected:

@@ -12,6 +12,9 @@ Why it is built this way:
 * The topic names the vehicle (a van's ACL lets it publish only there); the batch must agree.
 * The subscription is shared (``$share/dropline-collectors/...``) so collectors can run side by
   side, each batch going to one of them.
+* Once subscribed it says so on ``dropline/v1/collectors``: batches that vans published while no
+  collector was subscribed (a broker restart, where vans often reconnect first) were dropped by
+  the broker, and the vans resend them at once instead of after their ack timeout.
 """
 
 from __future__ import annotations
@@ -161,6 +164,7 @@ class MqttIngest:
     ) -> None:
         if all(not rc.is_failure for rc in rcs):
             log.info("collector: MQTT subscribed to %s", self.subscription)
+            client.publish(topics.COLLECTORS, b"online", qos=1)  # vans resend what found no one
             self.ready.set()
         else:
             log.error("collector: MQTT subscription to %s refused: %s", self.subscription, rcs)

@@ -13,6 +13,11 @@ TELEMETRY = "telemetry"
 ACK = "ack"
 VEHICLE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SHARE_GROUP = "dropline-collectors"
+COLLECTORS = f"{PREFIX}/collectors"
+"""Where a collector says it has just (re)subscribed. Three levels, so no vehicle's topic is it.
+The broker drops batches published while no collector is subscribed (after a broker restart the
+vans often reconnect first), so a van resends its unacknowledged batches when it hears this
+instead of waiting out its ack timeout."""
 
 
 def valid_vehicle(vehicle: str) -> bool:
