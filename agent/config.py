@@ -13,6 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
+from protocols.mqtt_url import parse_mqtt_url
 from protocols.topics import valid_vehicle
 
 
@@ -168,6 +169,11 @@ def load(path: Path) -> AgentConfig:
         raise ConfigError(f"{path}.vehicle.id: {config.vehicle.id!r} is not a valid vehicle id")
     if config.uplink.window < 1 or config.uplink.batch_records < 1:
         raise ConfigError(f"{path}.uplink: window and batch_records must be at least 1")
+    if config.uplink.transport == "mqtt":
+        try:
+            parse_mqtt_url(config.uplink.target)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.uplink.target: {exc}") from None
     return config
 
 

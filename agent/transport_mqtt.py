@@ -15,7 +15,6 @@ import queue
 import threading
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,18 +22,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.uplink import TransportError, drain
 from protocols import topics
 from protocols.dropline.v1 import dropline_pb2 as pb
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"{url!r}: expected mqtt://host[:port]")
-    return parts.hostname, parts.port or 1883
+from protocols.mqtt_url import parse_mqtt_url
 
 
 class MqttTransport:
     def __init__(self, url: str, vehicle: str, keepalive_s: float = 5.0, window: int = 8) -> None:
-        self.host, self.port = parse_mqtt_url(url)
+        target = parse_mqtt_url(url)
+        self.host, self.port = target.host, target.port
         self.vehicle = vehicle
         self.keepalive = max(1, round(keepalive_s))
         self._telemetry = topics.topic(vehicle, topics.TELEMETRY)
@@ -51,6 +45,8 @@ class MqttTransport:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
+        if target.username is not None:
+            client.username_pw_set(target.username, target.password)
         client.max_inflight_messages_set(window)
         client.max_queued_messages_set(window * 2)
         client.on_connect = self._on_connect

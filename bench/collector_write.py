@@ -145,8 +145,9 @@ def bench_mqtt(tmp: Path, batches: list[tuple[str, bytes]], n: int, window: int 
     from paho.mqtt.client import Client, MQTTMessage, MQTTv311
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from cloud.mqtt_ingest import MqttIngest, MqttTarget
+    from cloud.mqtt_ingest import MqttIngest
     from protocols import topics
+    from protocols.mqtt_url import MqttTarget
     from tests.brokers import run_mosquitto
 
     store = SqliteStore(tmp / "mqtt.db")

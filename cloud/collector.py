@@ -16,8 +16,9 @@ from typing import Any
 
 from cloud.grpc_server import serve_grpc
 from cloud.ingest import Ingest
-from cloud.mqtt_ingest import MqttIngest, parse_mqtt_url
+from cloud.mqtt_ingest import MqttIngest
 from cloud.store import SqliteStore, Store
+from protocols.mqtt_url import parse_mqtt_url
 
 log = logging.getLogger("dropline.collector")
 

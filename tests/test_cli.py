@@ -54,6 +54,9 @@ def test_agent_config_errors_name_the_file_and_field(tmp_path: Path) -> None:
     bad.write_text('[vehicle]\nid = "van-1"\n[gps]\ndriver = "nmea-file"\npath = "/nonexistent.log"\n')
     out = dropline("agent", "--config", str(bad))
     assert out.returncode == 2 and "gps.path" in out.stderr
+    bad.write_text('[vehicle]\nid = "van-1"\n[uplink]\ntransport = "mqtt"\ntarget = "mqtt://broker:99999"\n')
+    out = dropline("agent", "--config", str(bad))
+    assert out.returncode == 2 and f"{bad}.uplink.target: mqtt://broker:99999: bad port" in out.stderr
     bad.write_text("[vehicle\n")
     out = dropline("agent", "--config", str(bad))
     assert out.returncode == 2 and "not valid TOML" in out.stderr

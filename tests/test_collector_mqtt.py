@@ -22,10 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.grpc_server import stream_method
 from cloud.ingest import Ingest, Limits
-from cloud.mqtt_ingest import MqttIngest, MqttTarget, parse_mqtt_url
+from cloud.mqtt_ingest import MqttIngest
 from cloud.store import SqliteStore
 from protocols import topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.mqtt_url import MqttTarget, parse_mqtt_url
 from tests.brokers import Mosquitto, run_mosquitto
 from tests.conftest import free_port
 
