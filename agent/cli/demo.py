@@ -9,8 +9,10 @@ collector stores them in SQLite. The demo then prints what the collector holds.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -134,7 +136,15 @@ def _report(store: object, van: object, elapsed: float) -> None:
             f"{up.bytes_sent / max(1, up.records_sent):.1f} bytes/record on the wire"
         )
     _nmea_summary()
-    print("\nSee it yourself: dropline export --db demo-output/collector.db --kind fixes | head")
+    print(f"\nSee it yourself: {_dropline()} export --db demo-output/collector.db --kind fixes | head")
+
+
+def _dropline() -> str:
+    """How to call ``dropline`` from here: the virtual environment's script when not on PATH."""
+    script = Path(sys.executable).parent / "dropline"
+    if shutil.which("dropline") or not script.exists():
+        return "dropline"
+    return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
 
 
 def _nmea_summary() -> None:
