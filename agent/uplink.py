@@ -144,8 +144,9 @@ class Uplink:
 
     def run(self) -> None:
         while not self._stop.is_set():
-            transport = self._connect()
+            transport: Transport | None = None
             try:
+                transport = self._connect()
                 transport.connect(timeout=3.0)
                 self.stats.connects += 1
                 self.backoff.reset()
@@ -160,7 +161,8 @@ class Uplink:
                 log.exception("uplink error; retrying")
             finally:
                 self.connected.clear()
-                transport.close()
+                if transport is not None:
+                    transport.close()
             self._stop.wait(self.backoff.next_delay())
 
     def _resend_all(self) -> None:
