@@ -2,11 +2,11 @@
 the collector's end-to-end acks read from ``dropline/v1/<vehicle>/ack``.
 
 A broker's PUBACK only means the broker has the batch; the record leaves the outbox on the
-collector's ack. The broker drops batches published while no collector is subscribed, so the van
-also listens on ``dropline/v1/collectors`` and resends its unacknowledged batches when a
-collector announces itself there. Each connection is a fresh paho client with a clean session: after any drop
+collector's ack. Each connection is a fresh paho client with a clean session: after any drop
 the uplink rewinds the outbox instead of letting paho replay its in-memory session (which
-ignores the in-flight limit on reconnect, paho issue #492).
+ignores the in-flight limit on reconnect, paho issue #492). The broker drops batches published
+while no collector is subscribed, so the van also listens on ``dropline/v1/collectors`` and
+resends its unacknowledged batches when a collector announces itself there.
 """
 
 from __future__ import annotations
