@@ -38,6 +38,7 @@ from tests.pipeline_fixtures import (
     free_port,
     load_barefoot,
     outbox_acked,
+    outbox_count,
     outbox_records,
     outbox_unacked,
     wait_until,
@@ -93,7 +94,7 @@ def outbox_settled(tmp: Path, quiet_s: float = 2.0) -> Any:
 
     def settled() -> bool:
         try:
-            count = len(outbox_records(tmp / "outbox.db"))
+            count = outbox_count(tmp / "outbox.db")
             unacked = outbox_unacked(tmp / "outbox.db")
         except Exception:  # the agent may be mid-way through creating the file
             return False
@@ -250,7 +251,7 @@ def test_batches_published_before_any_collector_subscribed_are_resent_when_one_d
 
 def _outbox_size(tmp: Path) -> int:
     try:
-        return len(outbox_records(tmp / "outbox.db"))
+        return outbox_count(tmp / "outbox.db")
     except Exception:  # the agent may be mid-way through creating the file
         return 0
 
