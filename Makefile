@@ -2,7 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
-PKGS   := agent protocols firmware_bridge cloud
+PKGS   := agent protocols firmware_bridge cloud dropline_cli
 
 .PHONY: demo test lint build system-deps-demo system-deps-test clean
 
@@ -23,7 +23,7 @@ build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 demo: system-deps-demo build
-	$(PY) -m agent.cli demo
+	$(PY) -m dropline_cli demo
 
 test: system-deps-test build
 	$(PY) -m pytest -q $(PYTEST_ARGS)

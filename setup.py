@@ -1,7 +1,7 @@
 """Builds the Cython extensions. Everything else about the package is in pyproject.toml.
 
 The hot modules are plain Python files in Cython's pure-Python mode: compiled here when a C
-compiler is present, imported as ordinary Python otherwise. ``agent.cext`` reports which ran,
+compiler is present, imported as ordinary Python otherwise. ``dropline_cli.cext`` reports which ran,
 and ``DROPLINE_REQUIRE_CEXT=1`` (set in CI) turns a missing extension into an error.
 """
 

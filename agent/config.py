@@ -13,12 +13,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
+from protocols.errors import ConfigError
 from protocols.mqtt_url import parse_mqtt_url
 from protocols.topics import valid_vehicle
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the file and the field."""
 
 
 def setting(default: Any = MISSING, doc: str = "", unit: str = "", choices: tuple[str, ...] = ()) -> Any:

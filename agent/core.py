@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.records import Event, Fix, Record, Scan, Signal, Tick
+from protocols.records import Event, Fix, Record, Scan, Signal, Tick
 
 SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
 SPEED = "Vehicle.Speed"

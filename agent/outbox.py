@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.records import Alert, Gap, Record, is_priority
 from protocols import convert
+from protocols.records import Alert, Gap, Record, is_priority
 
 log = logging.getLogger("dropline.outbox")
 

@@ -19,8 +19,8 @@ from agent import sources
 from agent.config import AgentConfig
 from agent.core import Core
 from agent.outbox import Outbox
-from agent.records import Event, Tick
 from agent.uplink import Backoff, Transport, Uplink
+from protocols.records import Event, Tick
 
 log = logging.getLogger("dropline.agent")
 

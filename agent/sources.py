@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentConfig, CanConfig, ConfigError, GpsConfig, ScannerConfig
-from agent.records import Scan
+from agent.config import AgentConfig, CanConfig, GpsConfig, ScannerConfig
 from firmware_bridge.driver import Driver
 from firmware_bridge.replay import ReplayDriver
+from protocols.errors import ConfigError
+from protocols.records import Scan
 
 
 def _existing(path: Path, where: str) -> Path:

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import grpc
 
-from agent.uplink import TransportError, drain
+from agent.uplink import drain
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.errors import TransportError
 
 METHOD = "/dropline.v1.Uplink/Stream"
 _CLOSE = b""
@@ -48,7 +49,7 @@ class GrpcTransport:
         except grpc.FutureTimeoutError as exc:
             raise TransportError(f"gRPC collector {self.target} not reachable in {timeout:.0f} s") from exc
         stream = self._channel.stream_stream(
-            METHOD, request_serializer=lambda b: b, response_deserializer=pb.Ack.FromString
+            METHOD, request_serializer=lambda b: b, response_deserializer=pb.Downlink.FromString
         )
         responses = stream(self._requests())
         self._call = responses
@@ -61,10 +62,11 @@ class GrpcTransport:
                 return
             yield item
 
-    def _read_acks(self, responses: Iterator[pb.Ack]) -> None:
+    def _read_acks(self, responses: Iterator[pb.Downlink]) -> None:
         try:
-            for ack in responses:
-                self._acks.put(ack)
+            for down in responses:
+                if down.HasField("ack"):
+                    self._acks.put(down.ack)
             self._error = "collector closed the stream"
         except grpc.RpcError as exc:
             self._error = f"gRPC stream broke: {exc.code()} {exc.details()}"

@@ -19,9 +19,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.uplink import TransportError, drain
+from agent.uplink import drain
 from protocols import topics
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.errors import TransportError
 from protocols.mqtt_url import parse_mqtt_url
 
 

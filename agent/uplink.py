@@ -21,12 +21,9 @@ from typing import Protocol
 from agent.outbox import Outbox
 from protocols import wire
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.errors import TransportError
 
 log = logging.getLogger("dropline.uplink")
-
-
-class TransportError(Exception):
-    """The link to the collector is down or broken; the uplink reconnects."""
 
 
 class Transport(Protocol):

@@ -35,7 +35,7 @@ def _plain(db: Any, frames: list[Any]) -> float:
 def _plain_records(db: Any, frames: list[Any]) -> float:
     """The plain loop when every signal must leave as a timestamped ``Signal`` record, as ours
     does without a mapping: the fair peer for ``ratio_all_signals``."""
-    from agent.records import Signal
+    from protocols.records import Signal
 
     names = {m.frame_id: m.name for m in db.messages}
     out: list[Signal] = []
@@ -69,7 +69,7 @@ def bench_can(log: Path, dbc: Path, repeat: int, mapping: str | Path = "kona_ev"
     from firmware_bridge.can.bus_driver import read_frames
     from firmware_bridge.can.decoder import CanDecoder, load_dbc
     from firmware_bridge.can.mapping import load_mapping
-    from firmware_bridge.rejects import Rejects
+    from protocols.rejects import Rejects
 
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # rejects log their first few; not part of what is measured

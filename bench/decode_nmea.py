@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent import cext  # noqa: E402
+from dropline_cli import cext  # noqa: E402
 from firmware_bridge.gps import nmea_fields  # noqa: E402
 from firmware_bridge.gps.nmea import NmeaDecoder  # noqa: E402
 

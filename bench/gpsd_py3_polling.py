@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gpsd  # gpsd-py3
 
-from agent.records import Fix, parse_iso_time
 from firmware_bridge.gps.gpsd_client import GpsdDriver
 from firmware_bridge.gps.tpv import fix_from_tpv
+from protocols.records import Fix, parse_iso_time
 from tests.pipeline_fixtures import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.outbox import Outbox  # noqa: E402
-from agent.records import Fix, Scan  # noqa: E402
 from agent.uplink import Backoff, Uplink  # noqa: E402
+from protocols.records import Fix, Scan  # noqa: E402
 from tests.brokers import run_mosquitto  # noqa: E402
 from tests.pipeline_fixtures import Proc, free_port, load_barefoot, wait_port  # noqa: E402
 
@@ -110,7 +110,7 @@ def drain(outbox_path: Path, transport: Any, total: int) -> dict[str, float]:
 
 def stored(db: Path) -> int:
     out = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", "vehicles"],
+        [sys.executable, "-m", "dropline_cli", "export", "--db", str(db), "--kind", "vehicles"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -182,7 +182,7 @@ def peer(tmp: Path, fixes: list[Fix]) -> dict[str, float]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from agent.records import iso_time
+    from protocols.records import iso_time
 
     work = tmp / "peer"
     work.mkdir()

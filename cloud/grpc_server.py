@@ -54,7 +54,7 @@ class UplinkServicer:
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
 
-    def Stream(self, request_iterator: Iterator[bytes], context: Any) -> Iterator[pb.Ack]:
+    def Stream(self, request_iterator: Iterator[bytes], context: Any) -> Iterator[pb.Downlink]:
         bound: str | None = None
         peer = context.peer()
         log.info("gRPC stream opened by %s", peer)
@@ -64,7 +64,7 @@ class UplinkServicer:
                 if bound is None and not ack.rejected and ack.vehicle:
                     bound = ack.vehicle
                     log.info("gRPC stream from %s is vehicle %s", peer, bound)
-                yield ack
+                yield pb.Downlink(ack=ack)
         finally:
             log.info("gRPC stream from %s (%s) closed", peer, bound or "no vehicle")
 
@@ -74,7 +74,7 @@ def add_uplink(server: Any, ingest: Ingest) -> None:
     servicer = UplinkServicer(ingest)
     handlers = {
         "Stream": grpc.stream_stream_rpc_method_handler(
-            servicer.Stream, request_deserializer=None, response_serializer=pb.Ack.SerializeToString
+            servicer.Stream, request_deserializer=None, response_serializer=pb.Downlink.SerializeToString
         )
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -104,5 +104,7 @@ def serve_grpc(ingest: Ingest, addr: str, *, max_streams: int = 128) -> Any:
 
 def stream_method(channel: Any) -> Any:
     """The Uplink.Stream callable for a van that sends ``wire.encode_batch`` bytes as they are:
-    ``acks = stream_method(channel)(iter_of_batch_bytes)`` yields ``pb.Ack`` messages."""
-    return channel.stream_stream(METHOD, request_serializer=None, response_deserializer=pb.Ack.FromString)
+    ``downlinks = stream_method(channel)(iter_of_batch_bytes)`` yields ``pb.Downlink`` messages."""
+    return channel.stream_stream(
+        METHOD, request_serializer=None, response_deserializer=pb.Downlink.FromString
+    )

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cloud.store import SEQ_MAX, Store, WriteResult
-from firmware_bridge.rejects import Rejects
 from protocols import topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.errors import WireError
+from protocols.rejects import Rejects
 
 log = logging.getLogger("dropline.collector")
 
@@ -119,7 +120,7 @@ class Ingest:
         ack_vehicle = _ack_vehicle(topic_vehicle or "")
         try:
             batch = wire.decode_batch(data, self.limits.max_bytes, self.limits.max_records)
-        except wire.WireError as exc:
+        except WireError as exc:
             return self._refuse(str(exc), ack_vehicle, 0, f"{len(data)} bytes from {topic_vehicle}")
         vehicle = batch.vehicle
         if not topics.valid_vehicle(vehicle):

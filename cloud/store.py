@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.records import iso_time
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.records import iso_time
 
 SEQ_MAX = 2**63 - 1
 """SQLite integers are signed 64-bit: seqs (and gap bounds) above this cannot be stored."""

@@ -15,16 +15,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from firmware_bridge.rejects import Rejects
+from protocols.errors import DeviceError
+from protocols.rejects import Rejects
 
 T = TypeVar("T")
 Sink = Callable[[T], None]
 
 log = logging.getLogger("dropline.driver")
-
-
-class DeviceError(Exception):
-    """The device is unreachable or its stream broke; the read loop reconnects."""
 
 
 class Driver(ABC, Generic[T]):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.records import Alert, Fix, Record, Scan, Signal, iso_time
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.records import Alert, Fix, Record, Scan, Signal, iso_time
 
 
 def _ms(t: float) -> int:

@@ -12,16 +12,13 @@ import zlib
 from collections.abc import Sequence
 
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.errors import WireError
 
 _TAG_VEHICLE = b"\x0a"  # field 1, length-delimited
 _TAG_BATCH_ID = b"\x10"  # field 2, varint
 _TAG_RECORD = b"\x1a"  # field 3, length-delimited
 _TAG_COMPRESSION = b"\x20"  # field 4, varint
 _TAG_PACKED = b"\x2a"  # field 5, length-delimited
-
-
-class WireError(ValueError):
-    """A batch that cannot be accepted; the message is the counted reason."""
 
 
 def varint(value: int) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import cext
+from dropline_cli import cext
 
 DATA = Path(__file__).parent / "data"
 

@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.records import Fix, iso_time
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.records import Fix, iso_time
 from tests.conftest import DATA, free_port
 
 __all__ = ["DATA", "free_port"]  # re-exported for the fault tests and benchmarks
@@ -69,7 +69,11 @@ class Proc:
     def start(self) -> Proc:
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", *self.args], stdout=err, stderr=err, env=_env(), cwd=ROOT
+                [sys.executable, "-m", "dropline_cli", *self.args],
+                stdout=err,
+                stderr=err,
+                env=_env(),
+                cwd=ROOT,
             )
         return self
 
@@ -155,7 +159,7 @@ def outbox_count(path: Path, where: str = "1") -> int:
 
 def export(db: Path, kind: str = "all") -> list[dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", kind],
+        [sys.executable, "-m", "dropline_cli", "export", "--db", str(db), "--kind", kind],
         capture_output=True,
         env=_env(),
         cwd=ROOT,

@@ -13,7 +13,7 @@ import can
 import cantools
 import pytest
 
-from agent.cli import main as dropline
+from dropline_cli import main as dropline
 from firmware_bridge.can.bus_driver import LogFormatError, iter_signals_from_log
 from firmware_bridge.can.decoder import CanDecoder, load_dbc
 from firmware_bridge.can.mapping import MappingError, load_mapping, shipped_names
@@ -144,7 +144,7 @@ def test_cli_as_a_subprocess_logs_rejects_to_stderr() -> None:
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "dropline_cli",
             "decode",
             "can",
             "--dbc",

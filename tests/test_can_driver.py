@@ -12,9 +12,9 @@ from typing import Any
 import can
 import pytest
 
-from agent.records import Signal
 from firmware_bridge.can.bus_driver import CanDriver
 from firmware_bridge.can.decoder import CanDecoder
+from protocols.records import Signal
 from tests.conftest import DATA
 
 KONA_DBC = DATA / "can" / "kona_ev" / "pcan.dbc"

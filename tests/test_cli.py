@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import COMMANDS
+from dropline_cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def dropline(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "dropline_cli", *args],
         capture_output=True,
         text=True,
         env=env,

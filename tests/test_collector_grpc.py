@@ -46,7 +46,7 @@ class Van:
 
     def send(self, data: bytes) -> pb.Ack:
         self._out.put(data)
-        ack: pb.Ack = next(self.responses)
+        ack: pb.Ack = next(self.responses).ack
         return ack
 
     def close(self) -> None:
@@ -94,7 +94,7 @@ def test_generated_stub_with_batch_messages_works_too(
 ) -> None:
     stub = pb_grpc.UplinkStub(channel)
     messages = [pb.Batch.FromString(batch("van-1", first, 10)) for first in (1, 11)]
-    acks = list(stub.Stream(iter(messages), timeout=10))
+    acks = [d.ack for d in stub.Stream(iter(messages), timeout=10)]
     assert [ranges(a) for a in acks] == [[(1, 10)], [(11, 20)]]
 
 

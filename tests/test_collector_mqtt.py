@@ -293,7 +293,7 @@ class CollectorProcess:
         env = dict(os.environ, PYTHONPATH=str(root))
         with log.open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "collector", *args],
+                [sys.executable, "-m", "dropline_cli", "collector", *args],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 cwd=root,
@@ -332,7 +332,7 @@ def run_collector(tmp_path: Path) -> Iterator[Callable[[list[str]], CollectorPro
 def export(db: Path, kind: str) -> list[dict[str, object]]:
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "export", "--db", str(db), "--kind", kind],
+        [sys.executable, "-m", "dropline_cli", "export", "--db", str(db), "--kind", kind],
         capture_output=True,
         check=True,
         cwd=root,
@@ -362,7 +362,7 @@ def test_collector_command_serves_both_transports_and_stops_on_sigterm(
         van.close()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         gap = pb.Record(seq=30, gap=pb.Gap(from_seq=11, to_seq=29, reason="disk_budget")).SerializeToString()
-        acks = list(stream_method(channel)(iter([wire.encode_batch("van-2", 1, [gap]), b"junk"])))
+        acks = [d.ack for d in stream_method(channel)(iter([wire.encode_batch("van-2", 1, [gap]), b"junk"]))]
     assert [(ranges(a), a.rejected, a.reason) for a in acks] == [
         ([(30, 30)], False, ""),
         ([], True, "undecodable"),
@@ -395,7 +395,7 @@ def test_collector_dying_between_commit_and_ack_loses_nothing(
     proc = run_collector(["--db", str(db), "--grpc", addr])
     proc.line()
     with grpc.insecure_channel(addr) as channel:
-        acks = list(stream_method(channel)(iter([batch("van-1", 1, 10)])))  # the van's resend
+        acks = [d.ack for d in stream_method(channel)(iter([batch("van-1", 1, 10)]))]  # the van's resend
     assert ranges(acks[0]) == [(1, 10)]
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.line()["duplicates"] == 10

@@ -30,7 +30,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.records import Fix, iso_time
 from firmware_bridge.gps.gpsd_client import (
     GpsdDriver,
     GpsdStream,
@@ -38,6 +37,7 @@ from firmware_bridge.gps.gpsd_client import (
     watch_command,
 )
 from firmware_bridge.gps.tpv import fix_from_tpv
+from protocols.records import Fix, iso_time
 from tests.conftest import DATA, free_port
 
 LOGS = DATA / "nmea" / "gpsd"

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.records import Fix, iso_time
 from firmware_bridge.gps.nmea import NmeaDecoder
 from firmware_bridge.gps.serial_nmea import iter_fixes_from_file
+from protocols.records import Fix, iso_time
 from tests.conftest import DATA
 
 LOGS = DATA / "nmea" / "gpsd"

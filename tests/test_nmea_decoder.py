@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.records import Fix, iso_time
 from firmware_bridge.gps import nmea_fields
 from firmware_bridge.gps.nmea import KNOTS_TO_MPS, NmeaDecoder
 from firmware_bridge.gps.serial_nmea import iter_fixes_from_file
+from protocols.records import Fix, iso_time
 from tests.conftest import DATA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,7 +261,7 @@ def test_checksum_helper_matches() -> None:
 def test_cli_subprocess_json_lines_and_help() -> None:
     log = DATA / "nmea" / "gpsd" / "bt451.log"
     run = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "decode", "gps", str(log)],
+        [sys.executable, "-m", "dropline_cli", "decode", "gps", str(log)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -275,7 +275,7 @@ def test_cli_subprocess_json_lines_and_help() -> None:
     assert {"time", "mode", "lat", "lon"} <= set(rows[0])
     assert "fixes from" in run.stderr and "rejected" in run.stderr
     helped = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "decode", "gps", "--help"],
+        [sys.executable, "-m", "dropline_cli", "decode", "gps", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -287,7 +287,7 @@ def test_cli_subprocess_json_lines_and_help() -> None:
         "example:" in helped.stdout and "dropline decode gps tests/data/nmea/gpsd/bt451.log" in helped.stdout
     )
     wrong = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "decode", "gps", str(DATA / "nmea" / "pynmea2" / "README.md")],
+        [sys.executable, "-m", "dropline_cli", "decode", "gps", str(DATA / "nmea" / "pynmea2" / "README.md")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,11 +12,11 @@ from types import ModuleType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.records import Fix
 from firmware_bridge.gps import nmea_fields
 from firmware_bridge.gps.nmea import NmeaDecoder
 from firmware_bridge.gps.serial_nmea import LineAssembler, iter_fixes_from_file
-from firmware_bridge.rejects import Rejects
+from protocols.records import Fix
+from protocols.rejects import Rejects
 from tests.conftest import DATA
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.outbox import Outbox
-from agent.records import Alert, Fix, Scan, Signal
 from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.records import Alert, Fix, Scan, Signal
 
 
 def fix(i: int) -> Fix:
@@ -166,7 +166,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from agent.outbox import Outbox
-    from agent.records import Fix, Scan
+    from protocols.records import Fix, Scan
     ob = Outbox(sys.argv[1], group_commit_s=1.0)
     i = 0
     while True:

@@ -8,10 +8,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.records import Alert, Fix, Gap, Scan, Signal
 from protocols import convert, topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.generate import PROTO_DIR, ROOT, generate
+from protocols.records import Alert, Fix, Gap, Scan, Signal
 
 
 def test_generated_code_is_what_the_pinned_tools_make_of_the_proto() -> None:

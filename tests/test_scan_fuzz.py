@@ -6,12 +6,12 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.records import Scan
-from firmware_bridge.rejects import Rejects
 from firmware_bridge.scanner import couriers
 from firmware_bridge.scanner.lines import LineAssembler, Overlong
 from firmware_bridge.scanner.parse import parse_scan
 from firmware_bridge.scanner.serial_scanner import scans_from_lines
+from protocols.records import Scan
+from protocols.rejects import Rejects
 from tests.conftest import DATA
 
 KINDS = {"sscc", "gtin", "gs1", "tracking", "unknown"}

@@ -15,9 +15,9 @@ import pytest
 from biip.gs1_digital_link_uris import GS1DigitalLinkURI
 from biip.gs1_messages import GS1Message
 
-from agent.records import Scan
 from firmware_bridge.scanner import couriers
 from firmware_bridge.scanner.parse import parse_scan, split_symbology
+from protocols.records import Scan
 from tests.conftest import DATA
 
 BARCODES = DATA / "barcodes"
@@ -226,7 +226,7 @@ def test_cli_decodes_the_raw_file(tmp_path: Path) -> None:
     out = tmp_path / "scans.jsonl"
     raw = BARCODES / "scans_raw.txt"
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "decode", "scan", str(raw), "-o", str(out)],
+        [sys.executable, "-m", "dropline_cli", "decode", "scan", str(raw), "-o", str(out)],
         capture_output=True,
         text=True,
         check=True,
@@ -249,7 +249,7 @@ def test_cli_decodes_the_raw_file(tmp_path: Path) -> None:
 
 def test_cli_unusable_input_names_the_file(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "decode", "scan", str(tmp_path / "missing.txt")],
+        [sys.executable, "-m", "dropline_cli", "decode", "scan", str(tmp_path / "missing.txt")],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parent.parent,

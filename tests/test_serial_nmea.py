@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.records import Fix
 from firmware_bridge.gps.serial_nmea import SerialNmeaDriver, iter_fixes_from_file
+from protocols.records import Fix
 from tests.conftest import DATA
 
 LOGS = DATA / "nmea" / "gpsd"

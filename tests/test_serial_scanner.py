@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.records import Scan
 from firmware_bridge.scanner.lines import LineAssembler, Overlong
 from firmware_bridge.scanner.parse import parse_scan
 from firmware_bridge.scanner.serial_scanner import SerialScannerDriver
+from protocols.records import Scan
 from tests.conftest import DATA
 
 BARCODES = DATA / "barcodes"

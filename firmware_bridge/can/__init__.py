@@ -5,6 +5,7 @@
 Nothing here imports python-can or cantools until it is used.
 """
 
-from firmware_bridge.can.mapping import Mapping, MappingEntry, MappingError, load_mapping, shipped_names
+from firmware_bridge.can.mapping import Mapping, MappingEntry, load_mapping, shipped_names
+from protocols.errors import MappingError
 
 __all__ = ["Mapping", "MappingEntry", "MappingError", "load_mapping", "shipped_names"]

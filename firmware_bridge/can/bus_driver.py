@@ -11,19 +11,16 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.records import Signal
 from firmware_bridge.can.decoder import CanDecoder
 from firmware_bridge.can.gvret import is_gvret_csv, read_gvret
-from firmware_bridge.driver import DeviceError, Driver
-from firmware_bridge.rejects import Rejects
+from firmware_bridge.driver import Driver
+from protocols.errors import DeviceError, LogFormatError
+from protocols.records import Signal
+from protocols.rejects import Rejects
 
 log = logging.getLogger("dropline.can")
 
 LOG_SUFFIXES = (".log", ".asc", ".blf", ".csv", ".trc", ".mf4")  # what can.LogReader (or gvret) reads
-
-
-class LogFormatError(ValueError):
-    """A log file that cannot be read at all; the message names the file."""
 
 
 def read_frames(path: Path, rejects: Rejects) -> Iterator[Any]:

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.records import Signal
-from firmware_bridge.can.mapping import Mapping, MappingEntry, MappingError, load_mapping
-from firmware_bridge.rejects import Rejects
+from firmware_bridge.can.mapping import Mapping, MappingEntry, load_mapping
+from protocols.errors import DbcError, MappingError
+from protocols.records import Signal
+from protocols.rejects import Rejects
 
 log = logging.getLogger("dropline.can")
 
@@ -43,10 +44,6 @@ _Rule = tuple[
     dict[float, float] | None,
     frozenset[int],
 ]
-
-
-class DbcError(ValueError):
-    """A DBC file cantools cannot load; the message names the file."""
 
 
 def load_dbc(path: str | Path) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from firmware_bridge.rejects import Rejects
+from protocols.rejects import Rejects
 
 HEADER_START = "Time Stamp,ID,Extended"
 

@@ -28,6 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from protocols.errors import MappingError
+
 SHIPPED_PACKAGE = "firmware_bridge.can.mappings"
 COMBINES = ("sum", "mean")
 _TOP_KEYS = {"dbc", "only_mapped", "description", "signals"}
@@ -43,10 +45,6 @@ _ENTRY_KEYS = {
     "invalid_raw",
     "comment",
 }
-
-
-class MappingError(ValueError):
-    """A mapping file that cannot be used; the message names the file and the key."""
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from agent.records import Fix
-from firmware_bridge.driver import DeviceError, Driver
+from firmware_bridge.driver import Driver
 from firmware_bridge.gps.tpv import fix_from_tpv
-from firmware_bridge.rejects import Rejects
+from protocols.errors import DeviceError
+from protocols.records import Fix
+from protocols.rejects import Rejects
 
 # gpsd's longest reports are SKY with many satellites (about 4 kB in gpsd's own test logs); far
 # more than that is not gpsd talking, and the bound keeps a stream without newlines from growing.

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable
 
 import pynmea2
 
-from agent.records import Fix
 from firmware_bridge.gps import nmea_fields as nf
-from firmware_bridge.rejects import Rejects
+from protocols.records import Fix
+from protocols.rejects import Rejects
 
 KNOTS_TO_MPS = 1852.0 / 3600.0
 KMH_TO_MPS = 1.0 / 3.6

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import serial
 
-from agent.records import Fix
-from firmware_bridge.driver import DeviceError, Driver
+from firmware_bridge.driver import Driver
 from firmware_bridge.gps.nmea import NmeaDecoder
-from firmware_bridge.rejects import Rejects
+from protocols.errors import DeviceError
+from protocols.records import Fix
+from protocols.rejects import Rejects
 
 # Longer than any sentence (gpsd's limit is 102) but bounded, so a stream without newlines
 # (a wrong baud rate gives exactly that) cannot grow the buffer forever.

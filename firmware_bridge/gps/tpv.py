@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.records import Fix, iso_time, parse_iso_time
+from protocols.records import Fix, iso_time, parse_iso_time
 
 
 def _number(obj: dict[str, Any], key: str) -> float | None:

@@ -1,1 +1,1 @@
-"""Barcode scanners: serial lines in, :class:`agent.records.Scan` out (SSCC, GTIN, GS1, courier tracking)."""
+"""Barcode scanners: serial lines in, `Scan` records out (SSCC, GTIN, GS1, courier tracking)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from protocols.errors import InputError
+
 MAX_LINE = 4096
 _TERMINATOR = re.compile(rb"[\r\n]")
 # C0 controls a scanner never sends inside a read. Allowed: TAB, GS (FNC1), FS, RS and EOT, which
@@ -89,7 +91,7 @@ class LineAssembler:
             self._buf += piece
 
 
-class UnreadableLine(ValueError):
+class UnreadableLine(InputError):
     """A line that is not a scan; ``reason`` is the short reject reason."""
 
     def __init__(self, reason: str, line: bytes) -> None:

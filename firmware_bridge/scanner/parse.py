@@ -40,9 +40,9 @@ from biip.gtin import Gtin
 from biip.sscc import Sscc
 from biip.upc import Upc
 
-from agent.records import Scan
 from firmware_bridge.scanner import couriers
 from firmware_bridge.scanner.couriers import TrackingMatch
+from protocols.records import Scan
 
 GS = "\x1d"
 _CONFIG = ParseConfig(separator_chars=(GS,))

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import serial
 
-from agent.records import Scan
-from firmware_bridge.driver import DeviceError, Driver
-from firmware_bridge.rejects import Rejects
+from firmware_bridge.driver import Driver
 from firmware_bridge.scanner.lines import MAX_LINE, LineAssembler, Overlong, UnreadableLine, decode_line
 from firmware_bridge.scanner.parse import parse_scan
+from protocols.errors import DeviceError
+from protocols.records import Scan
+from protocols.rejects import Rejects
 
 log = logging.getLogger("dropline.scanner")
 

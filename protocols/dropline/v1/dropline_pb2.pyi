@@ -32,14 +32,32 @@ class _CompressionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Compressi
     DESCRIPTOR: _descriptor.EnumDescriptor
     COMPRESSION_NONE: _Compression.ValueType  # 0
     COMPRESSION_ZLIB: _Compression.ValueType  # 1
-    """`packed` holds zlib(records field bytes)"""
+    """`packed` holds zlib(the encoding of fields 3 and 6)"""
 
 class Compression(_Compression, metaclass=_CompressionEnumTypeWrapper): ...
 
 COMPRESSION_NONE: Compression.ValueType  # 0
 COMPRESSION_ZLIB: Compression.ValueType  # 1
-"""`packed` holds zlib(records field bytes)"""
+"""`packed` holds zlib(the encoding of fields 3 and 6)"""
 Global___Compression: _TypeAlias = Compression  # noqa: Y015
+
+class _Codec:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CodecEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Codec.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CODEC_MESSAGES: _Codec.ValueType  # 0
+    """`bodies[i]` is the serialised body message (Fix, Scan, ...) of seqs[i]"""
+
+class Codec(_Codec, metaclass=_CodecEnumTypeWrapper):
+    """How a segment's records are encoded. New codecs (the compacted track) are new values; a
+    collector that does not know a codec quarantines the segment's seqs instead of guessing.
+    """
+
+CODEC_MESSAGES: Codec.ValueType  # 0
+"""`bodies[i]` is the serialised body message (Fix, Scan, ...) of seqs[i]"""
+Global___Codec: _TypeAlias = Codec  # noqa: Y015
 
 @_typing.final
 class Fix(_message.Message):
@@ -324,6 +342,49 @@ class Record(_message.Message):
 Global___Record: _TypeAlias = Record  # noqa: Y015
 
 @_typing.final
+class Segment(_message.Message):
+    """The records of one kind in a batch, encoded by that kind's codec. Every record's seq stays
+    explicit, so a body that does not decode is still known by its number and quarantined alone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    CODEC_FIELD_NUMBER: _builtins.int
+    SEQS_FIELD_NUMBER: _builtins.int
+    BODIES_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """a Record.body name: fix | signal | scan | alert | gap"""
+    codec: Global___Codec.ValueType
+    data: _builtins.bytes
+    """columnar codecs: every record of the segment in one blob"""
+    @_builtins.property
+    def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """one per record, in the order of the records"""
+
+    @_builtins.property
+    def bodies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """CODEC_MESSAGES"""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        codec: Global___Codec.ValueType = ...,
+        seqs: _abc.Iterable[_builtins.int] | None = ...,
+        bodies: _abc.Iterable[_builtins.bytes] | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bodies", b"bodies", "codec", b"codec", "data", b"data", "kind", b"kind", "seqs", b"seqs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Segment: _TypeAlias = Segment  # noqa: Y015
+
+@_typing.final
 class Batch(_message.Message):
     """Records on their way up. A batch is a unit of transport only: the collector stores and
     acknowledges records, so a batch may be split, resent or merged without harm.
@@ -336,14 +397,19 @@ class Batch(_message.Message):
     RECORDS_FIELD_NUMBER: _builtins.int
     COMPRESSION_FIELD_NUMBER: _builtins.int
     PACKED_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
     vehicle: _builtins.str
     batch_id: _builtins.int
     """chosen by the van, echoed in the Ack"""
     compression: Global___Compression.ValueType
     packed: _builtins.bytes
-    """when compression != NONE: compressed encoding of field 3"""
+    """when compression != NONE: compressed encoding of fields 3 and 6"""
     @_builtins.property
-    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]:
+        """whole records (clients using the generated stub)"""
+
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]: ...
     def __init__(
         self,
         *,
@@ -352,10 +418,11 @@ class Batch(_message.Message):
         records: _abc.Iterable[Global___Record] | None = ...,
         compression: Global___Compression.ValueType = ...,
         packed: _builtins.bytes = ...,
+        segments: _abc.Iterable[Global___Segment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "compression", b"compression", "packed", b"packed", "records", b"records", "vehicle", b"vehicle"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "compression", b"compression", "packed", b"packed", "records", b"records", "segments", b"segments", "vehicle", b"vehicle"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,9 +452,40 @@ class SeqRange(_message.Message):
 Global___SeqRange: _TypeAlias = SeqRange  # noqa: Y015
 
 @_typing.final
+class Quarantined(_message.Message):
+    """Records the collector holds aside, with the reason, instead of in its store: an absurd time,
+    a body that does not decode. They are kept, never dropped, and the van need not resend them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    first: _builtins.int
+    last: _builtins.int
+    """inclusive"""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        first: _builtins.int = ...,
+        last: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first", b"first", "last", b"last", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quarantined: _TypeAlias = Quarantined  # noqa: Y015
+
+@_typing.final
 class Ack(_message.Message):
     """The collector's end-to-end acknowledgement: these seqs are committed to its store
-    (newly or already). Acks are idempotent and may arrive late, twice or out of order.
+    (newly or already) or to its quarantine. Acks are idempotent and may arrive late, twice or
+    out of order. Every ack names its batch, even for a batch that did not decode.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -398,15 +496,19 @@ class Ack(_message.Message):
     REJECTED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CONTIGUOUS_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
     vehicle: _builtins.str
     batch_id: _builtins.int
     rejected: _builtins.bool
-    """the batch was refused as a whole (see reason); do not resend as is"""
+    """the batch as a whole could not be read (see reason); do not resend as is"""
     reason: _builtins.str
+    """with rejected = false and nothing stored: a transient failure, resend later"""
     contiguous: _builtins.int
     """highest seq below which the collector holds or knows every record"""
     @_builtins.property
     def stored(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeqRange]: ...
+    @_builtins.property
+    def quarantined(self) -> _containers.RepeatedCompositeFieldContainer[Global___Quarantined]: ...
     def __init__(
         self,
         *,
@@ -416,11 +518,71 @@ class Ack(_message.Message):
         rejected: _builtins.bool = ...,
         reason: _builtins.str = ...,
         contiguous: _builtins.int = ...,
+        quarantined: _abc.Iterable[Global___Quarantined] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "contiguous", b"contiguous", "reason", b"reason", "rejected", b"rejected", "stored", b"stored", "vehicle", b"vehicle"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "contiguous", b"contiguous", "quarantined", b"quarantined", "reason", b"reason", "rejected", b"rejected", "stored", b"stored", "vehicle", b"vehicle"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Ack: _TypeAlias = Ack  # noqa: Y015
+
+@_typing.final
+class Document(_message.Message):
+    """A fleet document on its way down: signed configuration or a delivery manifest. The van
+    checks the envelope (signature, vehicle, version, expiry) before it acts on the body.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """config | manifest"""
+    envelope: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        envelope: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Document: _TypeAlias = Document  # noqa: Y015
+
+@_typing.final
+class Downlink(_message.Message):
+    """What the collector sends a van on the duplex link."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    COLLECTOR_ONLINE_FIELD_NUMBER: _builtins.int
+    collector_online: _builtins.bool
+    """a collector (re)appeared: resend what is in flight now"""
+    @_builtins.property
+    def ack(self) -> Global___Ack: ...
+    @_builtins.property
+    def document(self) -> Global___Document: ...
+    def __init__(
+        self,
+        *,
+        ack: Global___Ack | None = ...,
+        document: Global___Document | None = ...,
+        collector_online: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "collector_online", b"collector_online", "document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "collector_online", b"collector_online", "document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ack", "document", "collector_online"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___Downlink: _TypeAlias = Downlink  # noqa: Y015

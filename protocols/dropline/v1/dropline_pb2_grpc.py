@@ -37,7 +37,7 @@ class UplinkStub:
         self.Stream = channel.stream_stream(
                 '/dropline.v1.Uplink/Stream',
                 request_serializer=protocols_dot_dropline_dot_v1_dot_dropline__pb2.Batch.SerializeToString,
-                response_deserializer=protocols_dot_dropline_dot_v1_dot_dropline__pb2.Ack.FromString,
+                response_deserializer=protocols_dot_dropline_dot_v1_dot_dropline__pb2.Downlink.FromString,
                 _registered_method=True)
 
 
@@ -45,7 +45,7 @@ class UplinkServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Stream(self, request_iterator, context):
-        """Batches up, acks down, on one long-lived stream per van.
+        """Batches up; acks and documents down, on one long-lived stream per van.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,7 +57,7 @@ def add_UplinkServicer_to_server(servicer, server):
             'Stream': grpc.stream_stream_rpc_method_handler(
                     servicer.Stream,
                     request_deserializer=protocols_dot_dropline_dot_v1_dot_dropline__pb2.Batch.FromString,
-                    response_serializer=protocols_dot_dropline_dot_v1_dot_dropline__pb2.Ack.SerializeToString,
+                    response_serializer=protocols_dot_dropline_dot_v1_dot_dropline__pb2.Downlink.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,7 +86,7 @@ class Uplink:
             target,
             '/dropline.v1.Uplink/Stream',
             protocols_dot_dropline_dot_v1_dot_dropline__pb2.Batch.SerializeToString,
-            protocols_dot_dropline_dot_v1_dot_dropline__pb2.Ack.FromString,
+            protocols_dot_dropline_dot_v1_dot_dropline__pb2.Downlink.FromString,
             options,
             channel_credentials,
             insecure,

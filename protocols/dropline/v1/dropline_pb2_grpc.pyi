@@ -36,14 +36,14 @@ class UplinkStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UplinkAsyncStub: ...
-    Stream: _grpc.StreamStreamMultiCallable[_dropline_pb2.Batch, _dropline_pb2.Ack]
-    """Batches up, acks down, on one long-lived stream per van."""
+    Stream: _grpc.StreamStreamMultiCallable[_dropline_pb2.Batch, _dropline_pb2.Downlink]
+    """Batches up; acks and documents down, on one long-lived stream per van."""
 
 @_typing.type_check_only
 class UplinkAsyncStub(UplinkStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Stream: _aio.StreamStreamMultiCallable[_dropline_pb2.Batch, _dropline_pb2.Ack]  # type: ignore[assignment]
-    """Batches up, acks down, on one long-lived stream per van."""
+    Stream: _aio.StreamStreamMultiCallable[_dropline_pb2.Batch, _dropline_pb2.Downlink]  # type: ignore[assignment]
+    """Batches up; acks and documents down, on one long-lived stream per van."""
 
 class UplinkServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -51,7 +51,7 @@ class UplinkServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_dropline_pb2.Batch],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_dropline_pb2.Ack], _abc.AsyncIterator[_dropline_pb2.Ack]]:
-        """Batches up, acks down, on one long-lived stream per van."""
+    ) -> _typing.Union[_abc.Iterator[_dropline_pb2.Downlink], _abc.AsyncIterator[_dropline_pb2.Downlink]]:
+        """Batches up; acks and documents down, on one long-lived stream per van."""
 
 def add_UplinkServicer_to_server(servicer: UplinkServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

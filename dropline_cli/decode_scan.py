@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli.output import add_output_argument, input_file, output_stream, write_json_lines
-from agent.records import Scan
-from firmware_bridge.rejects import Rejects
+from dropline_cli.output import add_output_argument, input_file, output_stream, write_json_lines
 from firmware_bridge.scanner.lines import MAX_LINE
 from firmware_bridge.scanner.serial_scanner import decode_file
+from protocols.records import Scan
+from protocols.rejects import Rejects
 
 HELP = "barcode scanner lines to scans (SSCC, GTIN, GS1, courier tracking)"
 EXAMPLE = "dropline decode scan tests/data/barcodes/scans_raw.txt"

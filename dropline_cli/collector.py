@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from agent.cli import UsageError
+from protocols.errors import UsageError
 
 log = logging.getLogger("dropline.collector")
 READY_WAIT_S = 10.0

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli import UsageError
-from agent.cli.output import add_output_argument, input_file, output_stream, write_json_lines
-from agent.records import Fix
+from dropline_cli.output import add_output_argument, input_file, output_stream, write_json_lines
 from firmware_bridge.gps.gpsd_client import iter_fixes_from_gpsd_json
 from firmware_bridge.gps.nmea import NmeaDecoder
 from firmware_bridge.gps.serial_nmea import iter_lines_from_file
 from firmware_bridge.gps.tpv import fix_to_tpv
-from firmware_bridge.rejects import Rejects
+from protocols.errors import UsageError
+from protocols.records import Fix
+from protocols.rejects import Rejects
 
 HELP = "NMEA 0183 log (or gpsd JSON) to fixes, one per receiver epoch"
 EXAMPLE = "dropline decode gps tests/data/nmea/gpsd/bt451.log"

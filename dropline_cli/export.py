@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli import UsageError
-from agent.cli.output import add_output_argument, output_stream, write_json_lines
+from dropline_cli.output import add_output_argument, output_stream, write_json_lines
+from protocols.errors import UsageError
 
 HELP = "print what the collector stored, with vehicle and seq"
 EXAMPLE = "dropline export --db collector.db --kind fixes"

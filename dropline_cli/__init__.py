@@ -14,46 +14,44 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from protocols.errors import UsageError
+
 # subcommand path -> (module, one-line help, example). The help text is repeated here so that
 # ``dropline --help`` does not import every subcommand's dependencies.
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("decode", "gps"): (
-        "agent.cli.decode_gps",
+        "dropline_cli.decode_gps",
         "NMEA 0183 log (or gpsd JSON) to fixes, one per receiver epoch",
         "dropline decode gps tests/data/nmea/gpsd/bt451.log",
     ),
     ("decode", "can"): (
-        "agent.cli.decode_can",
+        "dropline_cli.decode_can",
         "CAN log (candump, asc, blf, csv) to VSS signals through a DBC",
         "dropline decode can --dbc tests/data/can/kona_ev/pcan.dbc --map kona_ev "
         "tests/data/can/kona_ev/logs/bms_bench_2021_64kwh_idle.asc",
     ),
     ("decode", "scan"): (
-        "agent.cli.decode_scan",
+        "dropline_cli.decode_scan",
         "barcode scanner lines to scans (SSCC, GTIN, GS1, courier tracking)",
         "dropline decode scan tests/data/barcodes/scans_raw.txt",
     ),
-    ("agent",): ("agent.cli.agent", "run the van agent", "dropline agent --config examples/agent.toml"),
+    ("agent",): ("dropline_cli.agent", "run the van agent", "dropline agent --config examples/agent.toml"),
     ("collector",): (
-        "agent.cli.collector",
+        "dropline_cli.collector",
         "run the collector (gRPC and/or MQTT ingest into one store)",
         "dropline collector --db collector.db --grpc 127.0.0.1:50051 --mqtt mqtt://127.0.0.1:1883",
     ),
     ("export",): (
-        "agent.cli.export",
+        "dropline_cli.export",
         "print what the collector stored, with vehicle and seq",
         "dropline export --db collector.db --kind fixes",
     ),
     ("demo",): (
-        "agent.cli.demo",
+        "dropline_cli.demo",
         "a van replaying a recorded drive, CAN log and scans into a local collector",
         "dropline demo",
     ),
 }
-
-
-class UsageError(Exception):
-    """Input the command cannot use; the message names the file, line and field."""
 
 
 def _epilog(example: str) -> str:

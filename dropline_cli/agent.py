@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from agent import cext
-from agent.cli import UsageError
-from agent.config import ConfigError, describe, load
+from agent.config import describe, load
+from dropline_cli import cext
+from protocols.errors import ConfigError, UsageError
 
 log = logging.getLogger("dropline.agent")
 

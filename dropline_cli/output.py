@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.cli import UsageError
+from protocols.errors import UsageError
 
 
 def add_output_argument(parser: argparse.ArgumentParser) -> None:

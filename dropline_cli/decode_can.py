@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli import UsageError
-from agent.cli.output import add_output_argument, input_file, output_stream, write_json_lines
+from dropline_cli.output import add_output_argument, input_file, output_stream, write_json_lines
+from protocols.errors import UsageError
 
 HELP = "CAN log (candump, asc, blf, csv) to VSS signals through a DBC"
 EXAMPLE = (
@@ -62,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from firmware_bridge.can.bus_driver import LogFormatError, iter_signals_from_log
-    from firmware_bridge.can.decoder import CanDecoder, DbcError
-    from firmware_bridge.can.mapping import MappingError
+    from firmware_bridge.can.bus_driver import iter_signals_from_log
+    from firmware_bridge.can.decoder import CanDecoder
+    from protocols.errors import DbcError, LogFormatError, MappingError
 
     dbc = input_file(args.dbc)
     log_path = input_file(args.log)
