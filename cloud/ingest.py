@@ -121,7 +121,8 @@ class Ingest:
         try:
             batch = wire.decode_batch(data, self.limits.max_bytes, self.limits.max_records)
         except WireError as exc:
-            return self._refuse(str(exc), ack_vehicle, 0, f"{len(data)} bytes from {topic_vehicle}")
+            batch_id = wire.peek_header(data)[1]  # every ack names its batch, even this one
+            return self._refuse(str(exc), ack_vehicle, batch_id, f"{len(data)} bytes from {topic_vehicle}")
         vehicle = batch.vehicle
         if not topics.valid_vehicle(vehicle):
             return self._refuse("bad_vehicle", ack_vehicle, batch.batch_id, vehicle)

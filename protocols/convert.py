@@ -20,52 +20,56 @@ def _opt(value: float | None, scale: float) -> int | None:
     return None if value is None else round(value * scale)
 
 
-def to_pb(seq: int, record: Record) -> pb.Record:
-    """The wire form of one record with its sequence number."""
+BodyMessage = pb.Fix | pb.Signal | pb.Scan | pb.Alert | pb.Gap
+
+
+def to_body(record: Record) -> tuple[str, BodyMessage]:
+    """The wire body of one record and its kind (the ``Record.body`` field name)."""
     if isinstance(record, Fix):
-        return pb.Record(
-            seq=seq,
-            fix=pb.Fix(
-                time_ms=_ms(record.time),
-                mode=record.mode,
-                lat_e7=round(record.lat * 1e7),
-                lon_e7=round(record.lon * 1e7),
-                alt_msl_cm=_opt(record.alt_msl, 100),
-                speed_cms=_opt(record.speed, 100),
-                track_cdeg=_opt(record.track, 100),
-                hdop_c=_opt(record.hdop, 100),
-                sats=record.sats,
-            ),
+        return "fix", pb.Fix(
+            time_ms=_ms(record.time),
+            mode=record.mode,
+            lat_e7=round(record.lat * 1e7),
+            lon_e7=round(record.lon * 1e7),
+            alt_msl_cm=_opt(record.alt_msl, 100),
+            speed_cms=_opt(record.speed, 100),
+            track_cdeg=_opt(record.track, 100),
+            hdop_c=_opt(record.hdop, 100),
+            sats=record.sats,
         )
     if isinstance(record, Signal):
-        return pb.Record(
-            seq=seq, signal=pb.Signal(time_ms=_ms(record.time), name=record.name, value=record.value)
-        )
+        return "signal", pb.Signal(time_ms=_ms(record.time), name=record.name, value=record.value)
     if isinstance(record, Scan):
-        return pb.Record(
-            seq=seq,
-            scan=pb.Scan(
-                time_ms=_ms(record.time),
-                raw=record.raw,
-                kind=record.kind,
-                fields=record.fields,
-                symbology=record.symbology or "",
-            ),
+        return "scan", pb.Scan(
+            time_ms=_ms(record.time),
+            raw=record.raw,
+            kind=record.kind,
+            fields=record.fields,
+            symbology=record.symbology or "",
         )
     if isinstance(record, Alert):
-        return pb.Record(
-            seq=seq,
-            alert=pb.Alert(
-                time_ms=_ms(record.time),
-                code=record.code,
-                severity=record.severity,
-                message=record.message,
-                attrs=record.attrs,
-            ),
+        return "alert", pb.Alert(
+            time_ms=_ms(record.time),
+            code=record.code,
+            severity=record.severity,
+            message=record.message,
+            attrs=record.attrs,
         )
-    return pb.Record(
-        seq=seq, gap=pb.Gap(from_seq=record.from_seq, to_seq=record.to_seq, reason=record.reason)
-    )
+    return "gap", pb.Gap(from_seq=record.from_seq, to_seq=record.to_seq, reason=record.reason)
+
+
+def encode_body(record: Record) -> tuple[str, bytes]:
+    """The kind and encoded body the outbox stores: no seq inside, so renumbering is free."""
+    kind, body = to_body(record)
+    return kind, bytes(body.SerializeToString())
+
+
+def to_pb(seq: int, record: Record) -> pb.Record:
+    """The wire form of one record with its sequence number."""
+    kind, body = to_body(record)
+    message = pb.Record(seq=seq)
+    getattr(message, kind).CopyFrom(body)
+    return message
 
 
 def encode(seq: int, record: Record) -> bytes:

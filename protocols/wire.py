@@ -1,24 +1,67 @@
-"""Batch framing without re-serialising: the outbox stores each record already encoded, and a
-batch is those bytes framed as ``repeated Record records = 3`` behind a small header.
+"""Batch framing without re-serialising: the outbox stores each record's body already encoded
+with its kind, and a batch carries those bodies as per-kind segments behind a small header.
+
+A segment (``dropline.v1.Segment``) holds the records of one kind: their seqs, explicit, and
+their bodies encoded by that kind's codec. Today every kind uses ``CODEC_MESSAGES`` (one
+serialised body message per record); the compacted track adds a columnar codec for fixes.
+Whole ``Record`` messages (field 3) are still accepted, for clients using the generated stub.
 
 Compiled by Cython (pure-Python mode) in the van's build; runs unchanged as plain Python.
 Decoding goes through the generated protobuf code (upb, in C), with limits checked first so a
-hostile batch cannot make the collector allocate without bound.
+hostile batch cannot make the collector allocate without bound. A record whose body does not
+decode is set aside with its seq and reason (``Unreadable``), never allowed to sink its batch.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 
-_TAG_VEHICLE = b"\x0a"  # field 1, length-delimited
-_TAG_BATCH_ID = b"\x10"  # field 2, varint
-_TAG_RECORD = b"\x1a"  # field 3, length-delimited
-_TAG_COMPRESSION = b"\x20"  # field 4, varint
-_TAG_PACKED = b"\x2a"  # field 5, length-delimited
+_TAG_VEHICLE = b"\x0a"  # Batch field 1, length-delimited
+_TAG_BATCH_ID = b"\x10"  # Batch field 2, varint
+_TAG_RECORD = b"\x1a"  # Batch field 3, length-delimited
+_TAG_COMPRESSION = b"\x20"  # Batch field 4, varint
+_TAG_PACKED = b"\x2a"  # Batch field 5, length-delimited
+_TAG_SEGMENT = b"\x32"  # Batch field 6, length-delimited
+_TAG_SEG_KIND = b"\x0a"  # Segment field 1, length-delimited
+_TAG_SEG_SEQS = b"\x1a"  # Segment field 3, packed varints
+_TAG_SEG_BODY = b"\x22"  # Segment field 4, length-delimited
+
+BODY_KINDS = frozenset(f.name for f in pb.Record.DESCRIPTOR.oneofs_by_name["body"].fields)
+"""The record kinds this build can decode (``fix``, ``signal``, ``scan``, ``alert``, ``gap``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Records of one kind for ``encode_batch``: ``bodies[i]`` is the encoded body of ``seqs[i]``."""
+
+    kind: str
+    seqs: Sequence[int]
+    bodies: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A record the collector could not read; kept aside (quarantined) with its reason."""
+
+    seq: int
+    kind: str
+    reason: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A decoded batch: the header, the readable records, and the records set aside."""
+
+    vehicle: str
+    batch_id: int
+    records: list[pb.Record]
+    unreadable: list[Unreadable]
 
 
 def varint(value: int) -> bytes:
@@ -28,6 +71,10 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + varint(len(payload)) + payload
 
 
 def frame_records(records: Sequence[bytes]) -> bytes:
@@ -41,26 +88,83 @@ def frame_records(records: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def encode_batch(vehicle: str, batch_id: int, records: Sequence[bytes], compress: bool = False) -> bytes:
-    """A serialised ``Batch``; with ``compress`` the records travel zlib-compressed in ``packed``."""
-    name = vehicle.encode()
-    head = _TAG_VEHICLE + varint(len(name)) + name + _TAG_BATCH_ID + varint(batch_id)
-    body = frame_records(records)
+def frame_segment(segment: Segment) -> bytes:
+    """The bytes of one ``Segment`` (codec ``CODEC_MESSAGES``, the default, left implicit)."""
+    if len(segment.seqs) != len(segment.bodies):
+        raise ValueError("a segment needs one body per seq")
+    seqs = b"".join([varint(s) for s in segment.seqs])
+    parts = [_field(_TAG_SEG_KIND, segment.kind.encode()), _field(_TAG_SEG_SEQS, seqs)]
+    body: bytes
+    for body in segment.bodies:
+        parts.append(_TAG_SEG_BODY)
+        parts.append(varint(len(body)))
+        parts.append(body)
+    return b"".join(parts)
+
+
+def encode_batch(
+    vehicle: str,
+    batch_id: int,
+    records: Sequence[bytes] = (),
+    compress: bool = False,
+    *,
+    segments: Sequence[Segment] = (),
+) -> bytes:
+    """A serialised ``Batch`` of whole records and/or segments; with ``compress`` the body
+    travels zlib-compressed in ``packed`` (header fields stay readable, see ``peek_header``)."""
+    head = _field(_TAG_VEHICLE, vehicle.encode()) + _TAG_BATCH_ID + varint(batch_id)
+    body = frame_records(records) + b"".join([_field(_TAG_SEGMENT, frame_segment(s)) for s in segments])
     if not compress:
         return head + body
     packed = zlib.compress(body, 1)
-    return head + _TAG_COMPRESSION + varint(pb.COMPRESSION_ZLIB) + _TAG_PACKED + varint(len(packed)) + packed
+    return head + _TAG_COMPRESSION + varint(pb.COMPRESSION_ZLIB) + _field(_TAG_PACKED, packed)
 
 
-def decode_batch(data: bytes, max_bytes: int, max_records: int) -> pb.Batch:
-    """Parse a batch, inflating ``packed`` into ``records``; refuse anything beyond the limits."""
+def peek_header(data: bytes) -> tuple[str, int]:
+    """The vehicle and batch id from the front of a batch that may not decode as a whole, so
+    that even a refusal names its batch. ``("", 0)`` for whatever cannot be read."""
+    vehicle, batch_id, pos, n = "", 0, 0, len(data)
+    for _ in range(2):
+        if pos >= n:
+            break
+        tag = data[pos]
+        pos += 1
+        value, pos = _read_varint(data, pos)
+        if value < 0:
+            break
+        if tag == 0x0A and pos + value <= n:
+            try:
+                vehicle = data[pos : pos + value].decode()
+            except UnicodeDecodeError:
+                vehicle = ""
+            pos += value
+        elif tag == 0x10:
+            batch_id = value
+        else:
+            break
+    return vehicle, batch_id
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position), or (-1, pos) when no complete varint of at most 64 bits is there."""
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return -1, pos
+
+
+def decode_batch(data: bytes, max_bytes: int, max_records: int) -> Decoded:
+    """Parse a batch, inflating ``packed`` and flattening segments into records; refuse (raise
+    WireError) anything beyond the limits or unreadable as a whole. Single records that do not
+    decode come back in ``unreadable``, each with its seq."""
     if len(data) > max_bytes:
         raise WireError("oversized")
-    batch = pb.Batch()
-    try:
-        batch.ParseFromString(data)
-    except Exception as exc:  # upb raises DecodeError; anything else is just as undecodable
-        raise WireError("undecodable") from exc
+    batch = _parse(data)
     if batch.compression == pb.COMPRESSION_ZLIB:
         inflater = zlib.decompressobj()
         try:
@@ -69,17 +173,49 @@ def decode_batch(data: bytes, max_bytes: int, max_records: int) -> pb.Batch:
             raise WireError("bad_compression") from exc
         if inflater.unconsumed_tail or not inflater.eof:
             raise WireError("oversized" if inflater.unconsumed_tail else "bad_compression")
-        inner = pb.Batch()
-        try:
-            inner.ParseFromString(body)
-        except Exception as exc:
-            raise WireError("undecodable") from exc
+        inner = _parse(body)
         if inner.vehicle or inner.batch_id or inner.packed or inner.compression:
             raise WireError("bad_compression")
         inner.vehicle, inner.batch_id = batch.vehicle, batch.batch_id  # no copy of the records
         batch = inner
     elif batch.compression != pb.COMPRESSION_NONE or batch.packed:
         raise WireError("unknown_compression")
-    if len(batch.records) > max_records:
+    count = len(batch.records) + sum(len(s.seqs) for s in batch.segments)
+    if count > max_records:
         raise WireError("too_many_records")
+    records = list(batch.records)
+    unreadable: list[Unreadable] = []
+    for segment in batch.segments:
+        _flatten(segment, records, unreadable)
+    return Decoded(batch.vehicle, batch.batch_id, records, unreadable)
+
+
+def _parse(data: bytes) -> pb.Batch:
+    batch = pb.Batch()
+    try:
+        batch.ParseFromString(data)
+    except Exception as exc:  # upb raises DecodeError; anything else is just as undecodable
+        raise WireError("undecodable") from exc
     return batch
+
+
+def _flatten(segment: pb.Segment, records: list[pb.Record], unreadable: list[Unreadable]) -> None:
+    kind = segment.kind
+    seqs = list(segment.seqs)
+    if segment.codec != pb.CODEC_MESSAGES or len(segment.bodies) != len(seqs):
+        reason = "unknown_codec" if segment.codec != pb.CODEC_MESSAGES else "bad_segment"
+        unreadable.extend(Unreadable(s, kind, reason, segment.data) for s in seqs)
+        return
+    if kind not in BODY_KINDS:
+        unreadable.extend(
+            Unreadable(s, kind, "unknown_kind", b) for s, b in zip(seqs, segment.bodies, strict=True)
+        )
+        return
+    for seq, body in zip(seqs, segment.bodies, strict=True):
+        record = pb.Record(seq=seq)
+        try:
+            getattr(record, kind).ParseFromString(body)
+        except Exception:  # upb's DecodeError: this one body is garbage, its neighbours are not
+            unreadable.append(Unreadable(seq, kind, "undecodable", bytes(body)))
+            continue
+        records.append(record)

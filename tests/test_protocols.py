@@ -9,9 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import convert, topics, wire
-from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.generate import PROTO_DIR, ROOT, generate
-from protocols.records import Alert, Fix, Gap, Scan, Signal
+from protocols.records import Alert, Fix, Gap, Scan, Signal, parse_iso_time
 
 
 def test_generated_code_is_what_the_pinned_tools_make_of_the_proto() -> None:
@@ -59,29 +58,110 @@ records = st.one_of(
 )
 
 
+def _matches(row: dict[str, object], original: object) -> None:
+    """The export form of a decoded record against the record that went in, field by field."""
+
+    def near(a: object, b: float | None, tol: float) -> bool:
+        return (a is None and b is None) or (
+            isinstance(a, int | float) and b is not None and abs(a - b) <= tol
+        )
+
+    if isinstance(original, Fix):
+        assert row["kind"] == "fix" and row["mode"] == original.mode
+        assert near(row["lat"], original.lat, 0.6e-7) and near(row["lon"], original.lon, 0.6e-7)
+        assert near(parse_iso_time(str(row["time"])), original.time, 0.0006)
+        for key, value in (
+            ("altMSL", original.alt_msl),
+            ("speed", original.speed),
+            ("track", original.track),
+        ):
+            assert near(row.get(key), value, 0.006), key
+        assert near(row.get("hdop"), original.hdop, 0.006) and row.get("sats") == original.sats
+    elif isinstance(original, Signal):
+        assert (row["kind"], row["signal"], row["value"]) == ("signal", original.name, original.value)
+        assert near(row["t"], original.time, 0.0006)
+    elif isinstance(original, Scan):
+        assert (row["kind"], row["raw"], row["scan_kind"]) == ("scan", original.raw, original.kind)
+        assert row["fields"] == original.fields
+    elif isinstance(original, Alert):
+        assert (row["kind"], row["code"], row["message"]) == ("alert", original.code, original.message)
+        assert row["severity"] == original.severity
+    else:
+        assert isinstance(original, Gap)
+        assert (row["kind"], row["from_seq"], row["to_seq"]) == ("gap", original.from_seq, original.to_seq)
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(records, max_size=40), st.booleans(), st.integers(1, 2**40))
-def test_batches_round_trip(batch: list[object], compress: bool, batch_id: int) -> None:
+def test_whole_record_batches_round_trip(batch: list[object], compress: bool, batch_id: int) -> None:
     blobs = [convert.encode(i + 1, r) for i, r in enumerate(batch)]  # type: ignore[arg-type]
     data = wire.encode_batch("van-1", batch_id, blobs, compress)
     decoded = wire.decode_batch(data, max_bytes=1 << 22, max_records=1000)
-    assert decoded.vehicle == "van-1" and decoded.batch_id == batch_id
-    assert list(decoded.records) == [pb.Record.FromString(b) for b in blobs]  # map order may differ
+    assert decoded.vehicle == "van-1" and decoded.batch_id == batch_id and decoded.unreadable == []
+    assert [r.seq for r in decoded.records] == list(range(1, len(batch) + 1))
     for record, original in zip(decoded.records, batch, strict=True):
-        row = convert.to_json(record)
-        if isinstance(original, Fix):
-            assert abs(row["lat"] - original.lat) <= 0.6e-7 and abs(row["lon"] - original.lon) <= 0.6e-7
+        _matches(convert.to_json(record), original)
+
+
+def _segments(batch: list[object], first_seq: int) -> list[wire.Segment]:
+    by_kind: dict[str, tuple[list[int], list[bytes]]] = {}
+    for seq, record in enumerate(batch, start=first_seq):
+        kind, body = convert.encode_body(record)  # type: ignore[arg-type]
+        seqs, bodies = by_kind.setdefault(kind, ([], []))
+        seqs.append(seq)
+        bodies.append(body)
+    return [wire.Segment(kind, seqs, bodies) for kind, (seqs, bodies) in by_kind.items()]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(records, max_size=40), st.booleans(), st.integers(1, 2**40), st.integers(1, 2**62))
+def test_segment_batches_round_trip(batch: list[object], compress: bool, batch_id: int, first: int) -> None:
+    data = wire.encode_batch("van-1", batch_id, compress=compress, segments=_segments(batch, first))
+    decoded = wire.decode_batch(data, max_bytes=1 << 22, max_records=1000)
+    assert (decoded.vehicle, decoded.batch_id, decoded.unreadable) == ("van-1", batch_id, [])
+    got = {r.seq: r for r in decoded.records}
+    assert sorted(got) == list(range(first, first + len(batch)))
+    for seq, original in enumerate(batch, start=first):
+        _matches(convert.to_json(got[seq]), original)
+
+
+def test_a_body_that_does_not_decode_is_set_aside_alone() -> None:
+    good = [Scan(1.7e9 + i, f"00{i:018d}", "sscc") for i in range(3)]
+    bodies = [convert.encode_body(s)[1] for s in good]
+    bodies.insert(1, b"\xff\xff\xff")  # not a Scan message: a truncated varint
+    segment = wire.Segment("scan", [10, 11, 12, 13], bodies)
+    alien = wire.Segment("teleport", [14], [b"\x08\x01"])
+    decoded = wire.decode_batch(
+        wire.encode_batch("van-1", 7, segments=[segment, alien]), max_bytes=1 << 20, max_records=100
+    )
+    assert [r.seq for r in decoded.records] == [10, 12, 13]
+    assert [r.scan.raw for r in decoded.records] == [s.raw for s in good]
+    assert [(u.seq, u.kind, u.reason, u.body) for u in decoded.unreadable] == [
+        (11, "scan", "undecodable", b"\xff\xff\xff"),
+        (14, "teleport", "unknown_kind", b"\x08\x01"),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=64), st.integers(0, 2**64 - 1), st.binary(max_size=200), st.booleans())
+def test_the_header_of_a_broken_batch_is_still_read(
+    vehicle: str, batch_id: int, tail: bytes, zlib_: bool
+) -> None:
+    data = wire.encode_batch(vehicle, batch_id, compress=zlib_, segments=[wire.Segment("fix", [1], [tail])])
+    broken = data[: len(data) - 1] if zlib_ else data + b"\xff"
+    assert wire.peek_header(broken) == (vehicle, batch_id)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600))
 def test_hostile_bytes_are_a_wire_error_or_a_batch(data: bytes) -> None:
+    wire.peek_header(data)  # never raises
     try:
         batch = wire.decode_batch(data, max_bytes=500, max_records=50)
     except wire.WireError as exc:
         assert str(exc)
     else:
-        assert isinstance(batch, pb.Batch) and len(batch.records) <= 50
+        assert isinstance(batch, wire.Decoded) and len(batch.records) + len(batch.unreadable) <= 50
 
 
 def test_a_zip_bomb_is_refused() -> None:
