@@ -1,57 +1,44 @@
 """The agent's functional core: one object fed one event at a time, returning the records to
-persist. No clock, thread or socket inside: time comes only from the events, so a recorded day
-replays to exactly the same records.
+persist and the effects the shell must run. No clock, thread or socket inside: time comes only
+from the events, so a recorded day replays to exactly the same records.
 
-Today it keeps vehicle state and turns readings into records; the geofence detector, the
-route (stop progress, resequencing, ETAs), the alert rules and the compactor plug in here as
-further steps of ``handle`` (each a pure object with the same shape).
+The core is a pipeline of :class:`agent.stages.base.Stage` objects run in order for every event;
+its records are the stages' records in stage order. The shell (``agent/runtime.py`` live,
+``agent/replay.py`` from files) is the only caller, on one thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from protocols.records import Event, Fix, Record, Scan, Signal, Tick
+from agent.events import CoreEvent
+from agent.stages.base import Effect, Stage, StageOutput, VehicleState
+from agent.stages.gps_watch import GpsWatch
+from agent.stages.receipts import Receipts
+from agent.stages.vehicle import VehicleStage
+from protocols.records import Record
 
-SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
-SPEED = "Vehicle.Speed"
-IGNITION = "Vehicle.LowVoltageSystemState"
 
-
-@dataclass
-class VehicleState:
-    """What the van knows of itself right now, as of ``time`` (the latest event time)."""
-
-    time: float = 0.0
-    fix: Fix | None = None
-    soc_percent: float | None = None
-    speed_kmh: float | None = None
-    ignition: float | None = None
-    last_scan: Scan | None = None
+def default_stages(gps_lost_s: float = 10.0) -> list[Stage]:
+    """The stages a van runs, in order: vehicle state, the GPS-lost rule, shell receipts."""
+    return [VehicleStage(), GpsWatch(gps_lost_s), Receipts()]
 
 
 class Core:
-    """Events in, records out. Not thread-safe by design: the shell feeds it from one thread."""
+    """Events in, records and effects out. Not thread-safe by design: one thread feeds it."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: Sequence[Stage] | None = None) -> None:
         self.state = VehicleState()
+        self.stages: list[Stage] = list(default_stages() if stages is None else stages)
 
-    def handle(self, event: Event) -> list[Record]:
+    def handle(self, event: CoreEvent) -> StageOutput:
+        """Advance ``state.time`` to ``event.time`` (never back) and run every stage."""
         state = self.state
         state.time = max(state.time, event.time)
-        if isinstance(event, Fix):
-            state.fix = event
-            return [event]
-        if isinstance(event, Signal):
-            if event.name == SOC:
-                state.soc_percent = event.value
-            elif event.name == SPEED:
-                state.speed_kmh = event.value
-            elif event.name == IGNITION:
-                state.ignition = event.value
-            return [event]
-        if isinstance(event, Scan):
-            state.last_scan = event
-            return [event]
-        assert isinstance(event, Tick)
-        return []
+        records: list[Record] = []
+        effects: list[Effect] = []
+        for stage in self.stages:
+            out = stage.handle(event, state)
+            records += out.records
+            effects += out.effects
+        return StageOutput(tuple(records), tuple(effects))

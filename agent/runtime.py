@@ -102,7 +102,7 @@ class Agent:
             self.shutdown()
 
     def _handle(self, event: Event) -> None:
-        for record in self.core.handle(event):
+        for record in self.core.handle(event).records:
             self.outbox.append(record)
         self.handled += 1
 
