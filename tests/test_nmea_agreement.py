@@ -144,5 +144,5 @@ def test_agreement_with_gpsd() -> None:
 
 def test_every_log_has_its_chk() -> None:
     logs = sorted(LOGS.glob("*.log"))
-    assert len(logs) == 16
+    assert len(logs) == 17
     assert all(log.with_name(log.name + ".chk").is_file() for log in logs)

@@ -190,20 +190,55 @@ def test_a_sentence_saying_no_fix_makes_the_epoch_no_fix(body: str) -> None:
     assert fixes == [] and dec.rejects.total == 0
 
 
-def test_mode_from_gsa_else_altitude_and_satellites_else_2d() -> None:
+def test_mode_follows_gpsd_sentence_by_sentence() -> None:
+    """Hand-worked from gpsd's driver_nmea0183.c rules (see the module docstring)."""
     gsa2 = sentence("GPGSA,A,2,04,05,09,,,,,,,,,,2.5,1.3,2.1")
-    assert decode(sentence(RMC), sentence(GGA), gsa2)[0][0].mode == 2
+    # GGA: altitude and 8 satellites -> 3D; a later GSA saying 2D does not downgrade it
+    assert decode(sentence(RMC), sentence(GGA), gsa2)[0][0].mode == 3
     assert decode(sentence(RMC), sentence(GGA))[0][0].mode == 3
-    three_sats = GGA.replace(",1,08,", ",1,03,")
-    assert decode(sentence(RMC), sentence(three_sats))[0][0].mode == 2
+    # no altitude anywhere: the GSA's 2D stands
+    no_alt = GGA.replace(",545.4,M,", ",,M,")
+    assert decode(sentence(RMC), sentence(no_alt), gsa2)[0][0].mode == 2
+    # 3 satellites with an altitude: 2D; fewer than 3: no fix at all
+    assert decode(sentence(RMC), sentence(GGA.replace(",1,08,", ",1,03,")))[0][0].mode == 2
+    assert decode(sentence(RMC), sentence(GGA.replace(",1,08,", ",1,02,")))[0] == []
+    # RMC alone (Magellan EC-10X): 2D
     assert decode(sentence(RMC))[0][0].mode == 2
 
 
+def test_mode_without_gsa_rmc_keeps_last_3d() -> None:
+    rmc2 = RMC.replace("123519.00", "123520.00")
+    fixes, _ = decode(sentence(RMC), sentence(GGA), sentence(rmc2))
+    assert [f.mode for f in fixes] == [3, 3]  # RMC keeps the last fix's 3D
+
+
+def test_mode_rmc_after_gsa_with_four_satellites() -> None:
+    gsa = sentence("GPGSA,A,3,04,05,09,12,,,,,,,,,2.5,1.3,2.1")
+    rmc2 = RMC.replace("123519.00", "123520.00")
+    no_alt = GGA.replace(",545.4,M,", ",,M,")
+    zda = sentence("GPZDA,123519.00,23,03,1994,00,00")
+    fixes, _ = decode(zda, sentence(no_alt), gsa, sentence(rmc2))
+    assert [f.mode for f in fixes] == [3, 3]  # 4 used satellites mean 3D to gpsd's RMC
+
+
+def test_mode_one_gsa_per_constellation() -> None:
+    no_alt = GGA.replace(",545.4,M,", ",,M,")
+    gl3 = sentence("GLGSA,A,3,65,66,67,,,,,,,,,,2.5,1.3,2.1")
+    gp2 = sentence("GPGSA,A,2,04,05,09,,,,,,,,,,2.5,1.3,2.1")
+    # once a GLGSA is seen, a GPGSA no longer states the mode
+    assert decode(sentence(RMC), sentence(no_alt), gl3, gp2)[0][0].mode == 3
+    assert decode(sentence(RMC), sentence(no_alt), gp2)[0][0].mode == 2
+
+
 def test_gns_mode_letters_and_nav_status() -> None:
-    gns = "GNGNS,123519.00,4807.038,N,01131.000,E,NAN,08,0.9,545.4,46.9,,,V"
-    fixes, _ = decode(sentence(RMC), sentence(gns))  # GLONASS-only fix; V = "no status"
-    assert len(fixes) == 1 and fixes[0].mode == 3
-    fixes, _ = decode(sentence("GPZDA,123519.00,23,03,1994,00,00"), sentence(gns.replace("NAN", "NNN")))
+    gns = "GNGNS,123519.00,4807.038,N,01131.000,E,AAN,08,0.9,545.4,46.9,,,S"
+    fixes, _ = decode(sentence("GPZDA,123519.00,23,03,1994,00,00"), sentence(gns))
+    assert len(fixes) == 1 and fixes[0].mode == 3 and fixes[0].alt_msl == 545.4
+    # gpsd reads only the first mode letter: N is no fix even if GLONASS has one
+    fixes, _ = decode(sentence("GPZDA,123519.00,23,03,1994,00,00"), sentence(gns.replace("AAN", "NAN")))
+    assert fixes == []
+    # navigational status V or U: gpsd takes nothing but the time from the sentence
+    fixes, _ = decode(sentence("GPZDA,123519.00,23,03,1994,00,00"), sentence(gns[:-1] + "V"))
     assert fixes == []
 
 
@@ -271,7 +306,9 @@ def test_cli_subprocess_json_lines_and_help() -> None:
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert len(rows) == len(list(iter_fixes_from_file(log)))
-    assert rows[0]["time"] == "2009-12-09T15:25:05.000Z"
+    # the first valid position: GLL 152504.50 status A (after a GSA saying no fix), dated by the
+    # ZDA that follows it; gpsd reports it as mode 2 before that ZDA gives it a time
+    assert rows[0]["time"] == "2009-12-09T15:25:04.500Z" and rows[0]["mode"] == 2
     assert {"time", "mode", "lat", "lon"} <= set(rows[0])
     assert "fixes from" in run.stderr and "rejected" in run.stderr
     helped = subprocess.run(

@@ -6,15 +6,20 @@ the same UTC time (GGA, RMC, GNS, GLL, ZDA carry it; GSA and VTG belong to the b
 the decoder merges a burst into one ``Fix`` and emits it when the next epoch's time appears or on
 :meth:`NmeaDecoder.flush`.
 
-What is taken from whom follows gpsd's NMEA driver, so that our fixes agree with gpsd's TPVs:
-the date from RMC (status A/D only: receivers send garbage dates with a warning status) or ZDA,
-carried over midnight when a time of day goes back; the mode from GSA, else 3D when an altitude
-from GGA/GNS comes with 4 or more satellites, else 2D. Two deliberate differences: when the
-receiver's GSA says 2D we say 2D, where gpsd keeps reporting the previous epoch's 3D; and a GNS
-whose NMEA 4.1 navigational status is V ("no status available") still counts, where gpsd drops
-it. A position is only ever taken from a sentence that says it is valid;
-an epoch that any of its sentences declares invalid (RMC V, GGA quality 0, GLL V, GNS N, GSA 1,
-simulator or manual-input modes) gives no fix.
+What is taken from whom follows gpsd's NMEA driver (driver_nmea0183.c) and its merge of each
+sentence into the cycle's fix (libgpsd_core.c), so that our fixes agree with gpsd's final TPV of
+each epoch: the date from RMC (status A/D only: receivers send garbage dates with a warning status)
+or ZDA, carried over midnight when a time of day goes back. The mode is gpsd's, sentence by
+sentence, the last word winning: GGA and GNS say 2D with a position, 3D when an altitude comes
+with 4 or more satellites, and GGA says no fix with fewer than 3; RMC says 2D, or 3D when the last
+fix was 3D, when a GSA listed more than 3 satellites or when the epoch already has an altitude
+(receivers that send no GSA); GSA says what it says, except a GPGSA once other constellations'
+GSAs have been seen (one GSA per constellation: the GN/GL/BD one speaks for the fix); and a 3D
+fix is never downgraded by a later sentence of the epoch while a recent fix has an altitude
+(a GSA saying 2D next to a GGA with altitude stays 3D). A GNS whose NMEA 4.1 navigational status
+is U or V is not used, as gpsd does. A position is only ever taken from a sentence that says it
+is valid; an epoch that any of its sentences declares invalid (RMC V, GGA quality 0, GLL V,
+GNS N, simulator or manual-input modes) or whose final mode is "no fix" gives no fix.
 
 Checksums are verified in the compiled :mod:`nmea_fields`; a sentence without ``*hh`` is accepted
 as gpsd accepts it unless ``require_checksum`` is set. Sentence types that carry nothing a fix
@@ -151,8 +156,7 @@ class NmeaDecoder:
     _e_track: float | None
     _e_hdop: float | None
     _e_sats: int | None
-    _e_gsa_mode: int
-    _e_alt_mode: int
+    _e_mode: int  # gpsd's gpsdata.fix.mode for this epoch: 0 not seen, 1 no fix, 2, 3
 
     def __init__(self, rejects: Rejects | None = None, *, require_checksum: bool = False) -> None:
         self.rejects = rejects if rejects is not None else Rejects("nmea")
@@ -172,6 +176,14 @@ class NmeaDecoder:
         self._days = -1
         self._days_sod = 0.0
         self._open = False  # an epoch has a time; until one arrives, GSA and VTG wait here
+        # gpsd's state that outlives an epoch: the last fix (mode, has altitude), the fix before,
+        # satellites used by the last GSA run, the previous GSA talker, GSA talkers seen
+        self._last_mode = 0
+        self._last_alt = False
+        self._old_alt = False
+        self._sats_used = 0
+        self._gsa_talker = ""
+        self._seen_gsa: set[str] = set()
         self._reset_epoch(0.0)
 
     # ---- public API -------------------------------------------------------------------------
@@ -215,12 +227,18 @@ class NmeaDecoder:
     def flush(self) -> list[Fix]:
         """End of stream (or device gone): emit the epoch in progress, if it is a fix.
 
-        The date is forgotten too: it carries a time of day forward only within one unbroken
-        stream, and a receiver that comes back may have been away for days.
+        The date is forgotten too, and so is what gpsd keeps between epochs (last fix, GSA
+        satellites): they carry forward only within one unbroken stream, and a receiver that
+        comes back may have been away for days.
         """
         self._close_epoch()
         self._reset_epoch(0.0)
         self._days = -1
+        self._last_mode = 0
+        self._last_alt = self._old_alt = False
+        self._sats_used = 0
+        self._gsa_talker = ""
+        self._seen_gsa.clear()
         out, self._out = self._out, []
         return out
 
@@ -234,6 +252,8 @@ class NmeaDecoder:
             self.stats["skipped"] += 1
             return
         handler = self._handlers.get(tag[2:])
+        if tag[2:] != "GSA":
+            self._gsa_talker = ""  # gpsd: a run of GSAs ends at any other sentence
         if handler is None:
             self.stats["skipped"] += 1
             return
@@ -243,6 +263,16 @@ class NmeaDecoder:
             self.rejects.reject(str(exc.args[0]), line)
             return
         self.stats["used"] += 1
+
+    def _set_mode(self, mode: int) -> None:
+        """A sentence states the mode (gpsd's MODE_SET). gpsd never downgrades a 3D fix of the
+        cycle to 2D while the last or the previous fix had an altitude."""
+        if self._e_mode == 3 and mode != 1 and (self._last_alt or self._old_alt):
+            mode = 3
+        self._e_mode = mode
+        if mode >= 2:  # gpsd keeps this as lastfix for the next sentences
+            self._last_mode = mode
+            self._last_alt = self._e_alt is not None
 
     def _time(self, text: str) -> float:
         sod = nf.hhmmss_to_seconds(text)
@@ -269,14 +299,17 @@ class NmeaDecoder:
         if quality in _GGA_NOT_A_FIX:
             self._e_invalid = True
             return
-        if pos is not None:
-            self._take_position(pos, sats, hdop, alt)
+        if pos is None:
+            self._set_mode(1)
+            return
+        self._take_position(pos, sats, hdop, alt)
+        # gpsd reads the count with atoi(): empty is 0, and fewer than 3 satellites is no fix
+        self._set_mode(1 if max(sats, 0) < 3 else 3 if alt is not None and sats >= 4 else 2)
 
     def _take_position(
         self, pos: tuple[float, float], sats: int, hdop: float | None, alt: float | None
     ) -> None:
-        """GGA and GNS: position, satellites, HDOP, and altitude (which makes the fix 3D when
-        enough satellites back it)."""
+        """GGA and GNS: position, satellites, HDOP and altitude; the caller states the mode."""
         self._e_lat, self._e_lon = pos
         if sats >= 0:
             self._e_sats = sats
@@ -284,8 +317,6 @@ class NmeaDecoder:
             self._e_hdop = hdop
         if alt is not None:
             self._e_alt = alt
-            if sats < 0 or sats >= 4:
-                self._e_alt_mode = 3
 
     def _rmc(self, talker: str, data: list[str]) -> None:
         msg = _RMC(talker, "RMC", data)
@@ -312,13 +343,20 @@ class NmeaDecoder:
         self._at(sod)
         if days >= 0:
             self._dated(days, sod)
-        if pos is None:
-            return
-        self._e_lat, self._e_lon = pos
         if speed is not None:
             self._e_speed = speed * KNOTS_TO_MPS
         if track is not None:
             self._e_track = track
+        if pos is None:
+            self._set_mode(1)
+            return
+        self._e_lat, self._e_lon = pos
+        # RMC has no mode of its own: gpsd keeps the last fix's, and says 3D when a GSA listed
+        # 4 or more satellites or this epoch has an altitude (receivers that send no GSA)
+        mode = 3 if self._last_mode == 3 else 2
+        if self._sats_used > 3 or self._e_alt is not None:
+            mode = 3
+        self._set_mode(mode)
 
     def _gll(self, talker: str, data: list[str]) -> None:
         msg = _GLL(talker, "GLL", data)
@@ -335,8 +373,16 @@ class NmeaDecoder:
             return
         pos = _position(d, GLL_LAT)
         self._at(sod)
-        if pos is not None:
-            self._e_lat, self._e_lon = pos
+        if pos is None:
+            self._set_mode(1)
+            return
+        self._e_lat, self._e_lon = pos
+        if self._e_alt is not None or self._sats_used > 3:
+            self._set_mode(3)
+        elif self._e_mode < 2 or not self._old_alt:
+            self._set_mode(2)
+        else:
+            self._set_mode(self._e_mode)
 
     def _gns(self, talker: str, data: list[str]) -> None:
         msg = _GNS(talker, "GNS", data)
@@ -346,10 +392,15 @@ class NmeaDecoder:
         if not d[GNS_TIME]:
             return
         sod = self._time(d[GNS_TIME])
-        # one mode letter per constellation (GPS, GLONASS, Galileo, BeiDou...): valid if any has a fix
+        # one mode letter per constellation (GPS, GLONASS, Galileo, BeiDou...); gpsd reads only
+        # the first: N (or none) is no fix, S/M a simulated or manual position
         modes = d[GNS_MODE]
         nav_status = d[GNS_NAV_STATUS] if len(d) > GNS_NAV_STATUS else ""
-        if not modes or all(m in _NOT_A_FIX for m in modes):
+        if not modes or modes[0] == "N":
+            self._at(sod)
+            self._set_mode(1)
+            return
+        if modes[0] in _NOT_A_FIX:
             self._at(sod)
             self._e_invalid = True
             return
@@ -358,11 +409,15 @@ class NmeaDecoder:
         hdop = _number(d[GNS_HDOP])
         alt = _number(d[GNS_ALT])
         self._at(sod)
-        # NMEA 4.1 navigational status: S safe, C caution, U unsafe, V "no status available".
-        # V says nothing about the position (Quectel sends it with every good fix; gpsd drops
-        # the sentence for it, we do not); U is an integrity alarm: the position is not used.
-        if pos is not None and nav_status != "U":
-            self._take_position(pos, sats, hdop, alt)
+        # NMEA 4.1 navigational status: S safe, C caution, U unsafe, V not valid for navigation.
+        # gpsd uses nothing of a U or V sentence but its time, and neither do we.
+        if nav_status in ("U", "V"):
+            return
+        if pos is None:
+            self._set_mode(1)
+            return
+        self._take_position(pos, sats, hdop, alt)
+        self._set_mode(3 if alt is not None and sats > 3 else 2)
 
     def _vtg(self, talker: str, data: list[str]) -> None:
         msg = _VTG(talker, "VTG", data)
@@ -387,14 +442,25 @@ class NmeaDecoder:
         d: list[str] = msg.data
         if len(d) <= GSA_FIX:
             raise _Reject("unparsable")
+        previous, self._gsa_talker = self._gsa_talker, talker
+        if len(d) < 17:
+            return  # gpsd: too few fields (i.Trek M3 "$GPGSA,A,1,,,,"), nothing taken
         fix_type = d[GSA_FIX]
         hdop = _number(d[GSA_HDOP]) if len(d) > GSA_HDOP else None
-        if fix_type == "1":
-            self._e_invalid = True
-        elif fix_type in ("2", "3"):
-            self._e_gsa_mode = max(self._e_gsa_mode, int(fix_type))
+        # satellites used: a run of GSAs from several constellations adds up (GPGSA then
+        # GLGSA, or GNGSA after GNGSA); the same non-GN talker again starts a new count
+        if not previous or (previous == talker and talker != "GN"):
+            self._sats_used = 0
+        self._sats_used += sum(1 for prn in d[GSA_FIX + 1 : GSA_FIX + 13] if nf.small_int(prn) > 0)
+        if talker != "GP":
+            self._seen_gsa.add(talker)
         if hdop is not None and hdop < _MAX_SANE_DOP:
             self._e_hdop = hdop
+        # once other constellations' GSAs are seen, the GPGSA no longer states the fix's mode
+        if talker == "GP" and self._seen_gsa:
+            return
+        if fix_type in ("1", "2", "3"):
+            self._set_mode(int(fix_type))
 
     def _zda(self, talker: str, data: list[str]) -> None:
         msg = _ZDA(talker, "ZDA", data)
@@ -426,8 +492,7 @@ class NmeaDecoder:
         self._e_track = None
         self._e_hdop = None
         self._e_sats = None
-        self._e_gsa_mode = 0
-        self._e_alt_mode = 0
+        self._e_mode = 0
 
     def _at(self, sod: float) -> None:
         """A sentence stamped ``sod`` arrived: stay in the current epoch or start the next one."""
@@ -456,13 +521,14 @@ class NmeaDecoder:
         if not self._open:
             return
         self._open = False
+        self._old_alt = self._last_alt
         lat = self._e_lat
-        if self._e_invalid or lat != lat:
+        mode = self._e_mode
+        if self._e_invalid or lat != lat or mode < 2:
             return
         if self._e_days < 0:
             self.stats["undated"] += 1  # gpsd reports these without a time; a Fix needs one
             return
-        mode = self._e_gsa_mode or self._e_alt_mode or 2
         self._out.append(
             Fix(
                 time=self._e_days * 86400.0 + self._e_sod,
