@@ -353,10 +353,8 @@ class NmeaDecoder:
         self._e_lat, self._e_lon = pos
         # RMC has no mode of its own: gpsd keeps the last fix's, and says 3D when a GSA listed
         # 4 or more satellites or this epoch has an altitude (receivers that send no GSA)
-        mode = 3 if self._last_mode == 3 else 2
-        if self._sats_used > 3 or self._e_alt is not None:
-            mode = 3
-        self._set_mode(mode)
+        three_d = self._last_mode == 3 or self._sats_used > 3 or self._e_alt is not None
+        self._set_mode(3 if three_d else 2)
 
     def _gll(self, talker: str, data: list[str]) -> None:
         msg = _GLL(talker, "GLL", data)
