@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge.scanner import couriers
+from firmware_bridge.scanner import couriers, gs1_checks
 from firmware_bridge.scanner.lines import LineAssembler, Overlong
 from firmware_bridge.scanner.parse import parse_scan
 from firmware_bridge.scanner.serial_scanner import scans_from_lines
@@ -51,8 +51,11 @@ def _check(scan: Scan, raw: str) -> None:
     assert scan.kind in KINDS
     assert scan.raw == raw
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in scan.fields.items())
-    if scan.kind == "unknown":
-        assert not scan.fields
+    if scan.kind == "unknown":  # nothing read, or only why a GS1 reading was refused
+        assert set(scan.fields) <= {"error", "error_detail", "error_ai"}
+        assert not scan.fields or scan.fields["error"] in gs1_checks.REASONS
+    else:
+        assert "error" not in scan.fields
 
 
 @FAST

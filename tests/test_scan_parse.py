@@ -206,6 +206,26 @@ def test_gs1_scan_data_accepted_ones_read_right() -> None:
         ("]", "unknown", {}),
         ("]J", "unknown", {}),
         ("]E0abc", "unknown", {}),
+        # a misprinted SSCC (check digit 1, GS1 mod-10 gives 0) is no parcel id
+        ("]C100376130321109103421", "unknown", {"error": "bad_check_digit", "error_ai": "00"}),
+        ("]C100376130321109103420", "sscc", {"sscc": "376130321109103420"}),
+        ("376130321109103421", "unknown", {"error": "bad_check_digit"}),
+        (
+            "https://id.gs1.org/00/376130321109103421",
+            "unknown",
+            {"error": "bad_check_digit", "error_ai": "00"},
+        ),
+        ("]C1011231231231233417251231", "unknown", {"error": "bad_check_digit", "error_ai": "01"}),
+        (
+            "]C1011231231231233317250229",
+            "unknown",
+            {"error": "bad_date", "error_ai": "17"},
+        ),  # 2025: no leap day
+        ("]C1011231231231233317240229", "gs1", {"17": "240229", "17.date": "2024-02-29"}),
+        ("]C1011231231231233317240200", "gs1", {"17.date": "2024-02-29"}),  # day 00: end of month
+        ("]d2\x1d0112312312312333\x1d7006240200", "unknown", {"error": "bad_date", "error_ai": "7006"}),
+        ("]C14101234567890128", "gs1", {"410": "1234567890128"}),
+        ("]C14101234567890127", "unknown", {"error": "bad_check_digit", "error_ai": "410"}),
     ],
 )
 def test_examples(raw: str, kind: str, fields: dict[str, str]) -> None:
@@ -244,7 +264,12 @@ def test_cli_decodes_the_raw_file(tmp_path: Path) -> None:
         assert row["kind"] == scan.kind
         assert {k: v for k, v in row.items() if k not in ("line", "raw", "kind", "symbology")} == scan.fields
         assert row.get("symbology") == scan.symbology
-    assert "286 scans" in proc.stderr and "0 lines rejected" in proc.stderr
+    # the invalid scans are written (raw kept) and counted; no line is unreadable
+    invalid = Counter(row["error"] for row in rows if "error" in row)
+    assert all(row["kind"] == "unknown" for row in rows if "error" in row)
+    assert invalid == {"bad_check_digit": 10, "bad_date": 2}
+    assert "286 scans" in proc.stderr and "12 of them breaking a GS1 rule" in proc.stderr
+    assert "12 lines rejected (bad_check_digit 10, bad_date 2)" in proc.stderr
 
 
 def test_cli_unusable_input_names_the_file(tmp_path: Path) -> None:

@@ -21,6 +21,16 @@ Precedence, for content that several readings accept (all of them are cheap to t
 7. a courier number from a format without a check digit (a pattern only) -> ``tracking``;
 8. otherwise ``unknown`` with the raw text.
 
+Every GS1 reading is held to the GS1 rules biip does not enforce (:mod:`gs1_checks`): each check
+digit (SSCC, GTIN, GLN, GDTI, GCN, GSIN, GRAI, ITIP, GSRN), the GMN/MUDI check character pair,
+and every date and time. A reading that breaks one is not a reading: when nothing valid is left
+the scan is ``unknown`` and its ``fields`` say why, ``error`` (a Rejects reason:
+``bad_check_digit``, ``bad_check_pair``, ``bad_date``, ``bad_value``), ``error_detail`` (what was
+read and what GS1 expects) and ``error_ai`` (absent for a bare SSCC/GTIN). ``raw`` is always kept;
+callers count ``fields["error"]`` as a rejection (:func:`invalid_reason`). A bare number of GTIN or
+SSCC length (8, 12, 13, 14, 18 digits) whose check digit fails is reported the same way, unless
+another reading (a courier number) accepts it.
+
 A reading that lost to a better one is listed in ``fields["also"]`` (``kind:detail`` joined by
 ``;``) so an ambiguous scan stays visible. EAN/UPC symbologies (``]E0``...) carry only GTINs.
 """
@@ -40,12 +50,14 @@ from biip.gtin import Gtin
 from biip.sscc import Sscc
 from biip.upc import Upc
 
-from firmware_bridge.scanner import couriers
+from firmware_bridge.scanner import couriers, gs1_checks
 from firmware_bridge.scanner.couriers import TrackingMatch
+from firmware_bridge.scanner.gs1_checks import Violation
 from protocols.records import Scan
 
 GS = "\x1d"
-_CONFIG = ParseConfig(separator_chars=(GS,))
+# Dates are checked by gs1_checks (biip would drop the whole message on one bad date, unexplained).
+_CONFIG = ParseConfig(separator_chars=(GS,), gs1_element_strings_verify_date=False)
 _AIM = re.compile(r"\](?:Y([0-9])|[A-Za-z][0-9A-Za-z])")
 _EDGE_SPACE = " \t\r\n\v\f"  # not str.strip(): Python counts GS (0x1D) as whitespace
 _DIGITS = re.compile(r"[0-9]+")
@@ -87,6 +99,7 @@ class _Gs1:
     hri: str
     has_sscc: bool
     has_gtin: bool
+    problem: Violation | None
 
 
 def _gs1_fields(elements: GS1ElementStrings) -> _Gs1 | None:
@@ -94,7 +107,9 @@ def _gs1_fields(elements: GS1ElementStrings) -> _Gs1 | None:
         return None
     fields: dict[str, str] = {}
     has_sscc = has_gtin = False
+    problem: Violation | None = None
     for es in elements:
+        problem = problem or gs1_checks.violation(es.ai.ai, es.value)
         fields.setdefault(es.ai.ai, es.value)
         if es.date is not None:
             fields.setdefault(f"{es.ai.ai}.date", es.date.isoformat())
@@ -107,7 +122,7 @@ def _gs1_fields(elements: GS1ElementStrings) -> _Gs1 | None:
             has_gtin = True
     hri = GS1Message.from_element_strings(elements).as_hri()
     fields["hri"] = hri
-    return _Gs1(fields, hri, has_sscc, has_gtin)
+    return _Gs1(fields, hri, has_sscc, has_gtin, problem)
 
 
 def _message(body: str) -> _Gs1 | None:
@@ -146,6 +161,20 @@ def _sscc(body: str) -> dict[str, str] | None:
         return None
     sscc = _attempt(lambda v: Sscc.parse(v, config=_CONFIG), body)
     return None if sscc is None else {"sscc": sscc.value}
+
+
+_BARE_KEYS = {8: "GTIN-8", 12: "GTIN-12", 13: "GTIN-13", 14: "GTIN-14", 18: "SSCC"}
+
+
+def _bare_problem(body: str) -> Violation | None:
+    """A bare number of GTIN or SSCC length whose GS1 check digit fails (not a reading at all)."""
+    key = _BARE_KEYS.get(len(body))
+    if key is None or not _DIGITS.fullmatch(body):
+        return None
+    want = gs1_checks.mod10_check_digit(body[:-1])
+    if int(body[-1]) == want:
+        return None
+    return Violation("", gs1_checks.BAD_CHECK_DIGIT, f"{key} {body}: check digit {body[-1]}, expected {want}")
 
 
 def _tracking_fields(m: TrackingMatch) -> dict[str, str]:
@@ -202,21 +231,29 @@ def _mode(symbology: str | None) -> str:
     return "data"
 
 
-def _readings(mode: str, body: str) -> list[tuple[str, dict[str, str], str]]:
-    """Every reading of the body in precedence order, as ``(kind, fields, short detail)``."""
-    out: list[tuple[str, dict[str, str], str]] = []
+_Reading = tuple[str, dict[str, str], str]
+
+
+def _readings(mode: str, body: str) -> tuple[list[_Reading], Violation | None]:
+    """Every valid reading of the body in precedence order, as ``(kind, fields, short detail)``,
+    and the first GS1 rule broken by a reading that was dropped for it."""
+    out: list[_Reading] = []
     if not body:
-        return out
+        return out, None
     if mode == "gtin":
         gtin = _gtin(body, upc_e=False)
         if gtin is not None:
             out.append(("gtin", gtin, gtin["gtin"]))
-        return out
+        return out, None if gtin is not None else _bare_problem(body)
     link = _digital_link(body)
     if link is not None:
-        out.append(("sscc" if link.has_sscc else "gs1", link.fields, link.hri))
-        return out
+        if link.problem is None:
+            out.append(("sscc" if link.has_sscc else "gs1", link.fields, link.hri))
+        return out, link.problem
     message = _message(body) if mode != "data" else None
+    problem = None
+    if message is not None and message.problem is not None:
+        problem, message = message.problem, None
     bare_sscc = _sscc(body) if mode != "gs1" else None
     if bare_sscc is not None:
         out.append(("sscc", bare_sscc, bare_sscc["sscc"]))
@@ -225,6 +262,8 @@ def _readings(mode: str, body: str) -> list[tuple[str, dict[str, str], str]]:
     bare_gtin = _gtin(body) if mode != "gs1" else None
     if bare_gtin is not None:
         out.append(("gtin", bare_gtin, bare_gtin["gtin"]))
+    if mode != "gs1" and bare_sscc is None and bare_gtin is None:
+        problem = problem or _bare_problem(body)
     if message is not None and message.has_gtin and not message.has_sscc:
         out.append(("gs1", message.fields, message.hri))
     tracking = couriers.recognise_all(body) if GS not in body else []
@@ -236,7 +275,19 @@ def _readings(mode: str, body: str) -> list[tuple[str, dict[str, str], str]]:
     for m in tracking:
         if not m.checked:
             out.append(("tracking", _tracking_fields(m), f"{m.courier}/{m.format_id}"))
-    return out
+    return out, problem
+
+
+def invalid_reason(scan: Scan) -> str | None:
+    """The Rejects reason of a scan that broke a GS1 rule (``fields["error"]``), else ``None``."""
+    return scan.fields.get("error")
+
+
+def _invalid(raw: str, time: float, symbology: str | None, problem: Violation) -> Scan:
+    fields = {"error": problem.reason, "error_detail": problem.detail}
+    if problem.ai:
+        fields["error_ai"] = problem.ai
+    return Scan(time=time, raw=raw, kind="unknown", fields=fields, symbology=symbology)
 
 
 def parse_scan(raw: str, time: float) -> Scan:
@@ -245,8 +296,12 @@ def parse_scan(raw: str, time: float) -> Scan:
     mode = _mode(symbology)
     body = body.strip(_EDGE_SPACE)
     linear, component = _composite(mode, body)
-    readings = _readings(mode, linear)
+    readings, problem = _readings(mode, linear)
+    if component is not None and component.problem is not None:
+        return _invalid(raw, time, symbology, component.problem)
     if not readings:
+        if problem is not None:
+            return _invalid(raw, time, symbology, problem)
         return Scan(time=time, raw=raw, kind="unknown", symbology=symbology)
     kind, fields, _ = readings[0]
     if component is not None:
