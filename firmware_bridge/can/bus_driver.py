@@ -12,73 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from firmware_bridge.can.decoder import CanDecoder
-from firmware_bridge.can.gvret import is_gvret_csv, read_gvret
+from firmware_bridge.can.log_reader import read_frames
 from firmware_bridge.driver import Driver
-from protocols.errors import DeviceError, LogFormatError
+from protocols.errors import DeviceError
 from protocols.records import Signal
 from protocols.rejects import Rejects
 
 log = logging.getLogger("dropline.can")
-
-LOG_SUFFIXES = (".log", ".asc", ".blf", ".csv", ".trc", ".mf4")  # what can.LogReader (or gvret) reads
-
-
-def read_frames(path: Path, rejects: Rejects) -> Iterator[Any]:
-    """``can.Message`` objects from a candump, ASC, BLF, python-can CSV or SavvyCAN GVRET CSV log.
-
-    Lines python-can cannot parse are counted as ``bad log line``. In a candump log reading goes
-    on after them; in the other formats python-can's reader cannot resume, so reading stops there
-    (logged with the file name).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise LogFormatError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(encoding="utf-8", errors="replace") as f:
-            first = f.readline()
-        if is_gvret_csv(first):
-            try:
-                yield from read_gvret(path, rejects)
-            except ValueError as exc:
-                raise LogFormatError(str(exc)) from None
-            return
-        if not first.startswith("timestamp,arbitration_id"):
-            raise LogFormatError(
-                f"{path}: unknown CSV header {first.strip()[:60]!r}; expected python-can's "
-                "'timestamp,arbitration_id,...' or SavvyCAN GVRET's 'Time Stamp,ID,Extended,...'"
-            )
-    if suffix == ".log":
-        yield from _candump(path, rejects)
-        return
-    import can
-
-    try:
-        reader = can.LogReader(path)
-    except (ValueError, OSError, ImportError) as exc:
-        raise LogFormatError(f"{path}: cannot read as a CAN log ({', '.join(LOG_SUFFIXES)}): {exc}") from None
-    with reader:
-        n = 0
-        try:
-            for message in reader:
-                n += 1
-                yield message
-        except Exception as exc:  # python-can's readers raise assorted errors on corrupt input
-            rejects.reject("bad log line", f"{path}: after frame {n}: {exc}")
-            log.error("%s: unreadable after frame %d (%s); rest of the file skipped", path, n, exc)
-
-
-def _candump(path: Path, rejects: Rejects) -> Iterator[Any]:
-    """candump ``-l`` lines through python-can's reader, restarted after each bad line."""
-    from can.io.canutils import CanutilsLogReader
-
-    with path.open(encoding="utf-8", errors="replace") as f:
-        while True:
-            try:
-                yield from CanutilsLogReader(f)
-                return
-            except Exception as exc:  # one bad line; the reader shares the file, so go on after it
-                rejects.reject("bad log line", f"{path}: {exc}")
 
 
 def _usable(message: Any, rejects: Rejects) -> bool:

@@ -6,10 +6,11 @@ decoded result of the last payload of each id is reused when the payload repeats
 payloads do), cantools decodes raw values without choices or scaling, and only the signals that
 will be emitted are scaled.
 
-Rejections (counted in ``rejects`` under a short reason, never raised): ``unknown id`` (not in the
-DBC), ``wrong length`` (payload length differs from the DBC's), ``undecodable`` (cantools refused
-the payload, e.g. an undefined multiplexer value), ``not finite`` (a float signal decoded to NaN or
-infinity). Frames of DBC messages that no output needs are skipped and counted in ``skipped``.
+Rejections (counted in ``rejects`` under a short reason, never raised): ``bad timestamp`` (not
+in ``[0, TIME_LIMIT)`` seconds: NaN, infinite, negative or past year 9999), ``unknown id`` (not in
+the DBC), ``wrong length`` (payload length differs from the DBC's), ``undecodable`` (cantools
+refused the payload, e.g. an undefined multiplexer value), ``not finite`` (a float signal decoded
+to NaN or infinity). Frames of DBC messages that no output needs are skipped and counted in ``skipped``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from protocols.rejects import Rejects
 
 log = logging.getLogger("dropline.can")
 
+# Frame times are seconds since the Unix epoch (or since a log's start); a record's time must print
+# as ISO 8601 and fit the wire's int64 milliseconds, so the end of year 9999 UTC bounds it.
+TIME_LIMIT = 253_402_300_800.0
 EXTENDED_FLAG = 0x8000_0000  # set in a lookup key for 29-bit ids, so 0x123 std and 0x123 ext differ
 
 Convert = Callable[[Any, bool], Any]  # cantools' Conversion.raw_to_scaled(raw, decode_choices)
@@ -171,6 +175,9 @@ class CanDecoder:
         self, arbitration_id: int, data: bytes | bytearray, timestamp: float, is_extended: bool = False
     ) -> list[Signal]:
         """The signals one frame carries; an empty list for skipped or rejected frames. Never raises."""
+        if not 0.0 <= timestamp < TIME_LIMIT:  # False for NaN too
+            self.rejects.reject("bad timestamp", f"0x{arbitration_id:X}: {timestamp!r}")
+            return []
         key = arbitration_id | EXTENDED_FLAG if is_extended else arbitration_id
         plan = self._plans.get(key)
         if plan is None:

@@ -113,15 +113,20 @@ def load_mapping(source: str | Path, db: Any = None) -> Mapping:
 def _read(source: str | Path) -> tuple[str, str]:
     name = str(source)
     path = Path(name)
-    if not name.endswith(".toml") and path.parent == Path(".") and not path.exists():
-        shipped = resources.files(SHIPPED_PACKAGE).joinpath(f"{name}.toml")
-        if not shipped.is_file():
-            known = ", ".join(shipped_names())
-            raise MappingError(f"{name}: no such mapping (shipped: {known}; or give a .toml path)")
-        return shipped.read_text(encoding="utf-8"), f"{name}.toml"
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a name too long for a path, or with a NUL in it
+        exists = False
+    if not name.endswith(".toml") and path.parent == Path(".") and not exists:
+        known = shipped_names()
+        if name not in known:
+            raise MappingError(f"{name}: no such mapping (shipped: {', '.join(known)}; or give a .toml path)")
+        return resources.files(SHIPPED_PACKAGE).joinpath(f"{name}.toml").read_text(
+            encoding="utf-8"
+        ), f"{name}.toml"
     try:
         return path.read_text(encoding="utf-8"), name
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise MappingError(f"{name}: cannot read: {exc}") from None
 
 
