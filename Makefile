@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
 PKGS   := agent protocols firmware_bridge cloud dropline_cli
 
-.PHONY: demo test lint build system-deps-demo system-deps-test clean
+.PHONY: demo test test-collector-only lint build system-deps-demo system-deps-test clean
 
 system-deps-demo:
 	@bash scripts/install-system-deps.sh demo
@@ -28,10 +28,20 @@ demo: system-deps-demo build
 test: system-deps-test build
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The collector's tests in a second environment holding only the collector extra: proves a
+# collector host installs and runs without pyserial, python-can, cantools, pynmea2 or biip.
+COLLECTOR_VENV := .venv-collector
+test-collector-only: build
+	@test -x $(COLLECTOR_VENV)/bin/python || python3 -m venv $(COLLECTOR_VENV)
+	$(COLLECTOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COLLECTOR_VENV)/bin/python -m pip install -q -e '.[collector,test]'
+	DROPLINE_ROLE=collector $(COLLECTOR_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/test_install_roles.py $(wildcard tests/test_collector_*.py)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PKGS) tests bench
 	$(VENV)/bin/ruff format --check $(PKGS) tests bench
 	$(VENV)/bin/mypy $(PKGS)
 
 clean:
-	rm -rf build $(VENV) $(foreach p,$(PKGS),$(shell find $(p) -name '*.so' -o -name '*.c'))
+	rm -rf build $(VENV) $(COLLECTOR_VENV) $(foreach p,$(PKGS),$(shell find $(p) -name '*.so' -o -name '*.c'))

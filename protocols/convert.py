@@ -72,6 +72,13 @@ def to_pb(seq: int, record: Record) -> pb.Record:
     return message
 
 
+def from_body(seq: int, kind: str, body: bytes) -> pb.Record:
+    """The wire record of a stored body (as the outbox keeps it); DecodeError if it is not one."""
+    message = pb.Record(seq=seq)
+    getattr(message, kind).ParseFromString(body)
+    return message
+
+
 def encode(seq: int, record: Record) -> bytes:
     return bytes(to_pb(seq, record).SerializeToString())
 

@@ -11,6 +11,9 @@ import re
 PREFIX = "dropline/v1"
 TELEMETRY = "telemetry"
 ACK = "ack"
+DOCUMENTS = "documents"
+"""Signed fleet documents (configuration, manifests) for one van, published retained by the
+collector; the van reads only its own (broker ACL) and checks each envelope itself."""
 VEHICLE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SHARE_GROUP = "dropline-collectors"
 COLLECTORS = f"{PREFIX}/collectors"

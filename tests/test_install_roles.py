@@ -1,0 +1,55 @@
+"""Each role installs only what it needs: in the collector's environment (``DROPLINE_ROLE=
+collector``, made by ``make test-collector-only``) none of the van's device libraries is present,
+and the collector and the CLI's collector commands still import."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+VAN_ONLY = ("serial", "can", "cantools", "pynmea2", "biip")
+
+collector_env = pytest.mark.skipif(
+    os.environ.get("DROPLINE_ROLE") != "collector", reason="runs in the collector-only environment"
+)
+
+
+@collector_env
+def test_the_collector_environment_has_no_device_library() -> None:
+    present = [name for name in VAN_ONLY if importlib.util.find_spec(name) is not None]
+    assert present == []
+
+
+@collector_env
+def test_the_collector_and_its_commands_run_without_them() -> None:
+    for module in (
+        "cloud.collector",
+        "cloud.store",
+        "cloud.ingest",
+        "dropline_cli.collector",
+        "dropline_cli.export",
+    ):
+        importlib.import_module(module)
+    out = subprocess.run(
+        [sys.executable, "-m", "dropline_cli", "collector", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--db" in out.stdout
+
+
+def test_cloud_imports_nothing_from_the_van() -> None:
+    """The layering rule, checked on what importing the collector actually loads."""
+    code = (
+        "import sys, cloud.collector, cloud.store, cloud.ingest, cloud.grpc_server, cloud.mqtt_ingest;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'agent', 'firmware_bridge', *%r}))"
+        % (VAN_ONLY,)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
