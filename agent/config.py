@@ -13,13 +13,28 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, MappingError
 from protocols.mqtt_url import parse_mqtt_url
 from protocols.topics import valid_vehicle
 
 
-def setting(default: Any = MISSING, doc: str = "", unit: str = "", choices: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"doc": doc, "unit": unit, "choices": choices})
+def setting(
+    default: Any = MISSING,
+    doc: str = "",
+    unit: str = "",
+    choices: tuple[str, ...] = (),
+    *,
+    min: float | None = None,
+    max: float | None = None,
+) -> Any:
+    """A declared setting. Every number has a finite ``min``..``max`` (inclusive): the loader
+    refuses anything outside it (NaN and infinities included) and ``describe()`` prints it."""
+    return field(
+        default=default, metadata={"doc": doc, "unit": unit, "choices": choices, "min": min, "max": max}
+    )
+
+
+KIB, MIB = 1 << 10, 1 << 20
 
 
 @dataclass(frozen=True)
@@ -31,10 +46,18 @@ class VehicleConfig:
 class OutboxConfig:
     path: Path = setting(Path("/var/lib/dropline/outbox.db"), "SQLite outbox file")
     disk_budget_bytes: int = setting(
-        256 * 1024 * 1024, "space the outbox may use before evicting telemetry", "bytes"
+        256 * MIB,
+        "space the outbox may use before evicting telemetry",
+        "bytes",
+        min=64 * KIB,
+        max=1 << 40,
     )
-    group_commit_s: float = setting(1.0, "telemetry commit interval: the most lost on power loss", "s")
-    retain_acked: int = setting(100_000, "acknowledged records kept as local history", "records")
+    group_commit_s: float = setting(
+        1.0, "telemetry commit interval: the most lost on power loss", "s", min=0.0, max=60.0
+    )
+    retain_acked: int = setting(
+        100_000, "acknowledged records kept as local history", "records", min=0, max=100_000_000
+    )
 
 
 @dataclass(frozen=True)
@@ -46,26 +69,39 @@ class UplinkConfig:
         "backlog order: strict history or live view first",
         choices=("oldest-first", "newest-first"),
     )
-    window: int = setting(8, "unacknowledged batches in flight", "batches")
-    batch_records: int = setting(2000, "records per batch at most", "records")
-    batch_bytes: int = setting(1 << 20, "encoded records per batch at most", "bytes")
+    window: int = setting(8, "unacknowledged batches in flight", "batches", min=1, max=1024)
+    # A collector refuses batches of more than 20000 records or 4 MiB (cloud/ingest.py).
+    batch_records: int = setting(2000, "records per batch at most", "records", min=1, max=20_000)
+    batch_bytes: int = setting(
+        1 * MIB, "encoded records per batch at most", "bytes", min=1 * KIB, max=4 * MIB
+    )
     compress: bool = setting(True, "zlib-compress batches")
-    ack_timeout_s: float = setting(10.0, "resend unacknowledged records after this long", "s")
-    keepalive_s: float = setting(5.0, "transport keep-alive: how fast a dead link is noticed", "s")
-    backoff_max_s: float = setting(2.0, "longest wait between reconnect attempts", "s")
+    ack_timeout_s: float = setting(
+        10.0, "resend unacknowledged records after this long", "s", min=0.5, max=3600.0
+    )
+    # MQTT keep-alives are whole seconds (at least 1).
+    keepalive_s: float = setting(
+        5.0, "transport keep-alive: how fast a dead link is noticed", "s", min=1.0, max=3600.0
+    )
+    # Below the first reconnect delay (0.2 s) the cap would mean nothing.
+    backoff_max_s: float = setting(2.0, "longest wait between reconnect attempts", "s", min=0.2, max=600.0)
 
 
 @dataclass(frozen=True)
 class GpsConfig:
     driver: str = setting("gpsd", "GNSS source", choices=("gpsd", "nmea-serial", "nmea-file", "trace-file"))
     host: str = setting("127.0.0.1", "gpsd host")
-    gpsd_port: int = setting(2947, "gpsd port")
+    gpsd_port: int = setting(2947, "gpsd port", min=1, max=65535)
     gpsd_device: str = setting("", "watch only this gpsd device (e.g. /dev/ttyACM0); empty = all")
     port: str = setting("/dev/ttyACM0", "serial device of an NMEA receiver")
-    baudrate: int = setting(9600, "serial speed", "baud")
+    baudrate: int = setting(9600, "serial speed", "baud", min=50, max=4_000_000)
     path: Path = setting(Path(""), "recorded file to replay (nmea-file, trace-file)")
-    replay_interval_s: float = setting(0.0, "pause between replayed fixes; 0 = as fast as possible", "s")
-    replay_repeat: int = setting(1, "times to replay the file, each shifted in time after the last", "times")
+    replay_interval_s: float = setting(
+        0.0, "pause between replayed fixes; 0 = as fast as possible", "s", min=0.0, max=3600.0
+    )
+    replay_repeat: int = setting(
+        1, "times to replay the file, each shifted in time after the last", "times", min=1, max=10_000
+    )
 
 
 @dataclass(frozen=True)
@@ -73,20 +109,20 @@ class CanConfig:
     driver: str = setting("python-can", "CAN source", choices=("python-can", "can-log"))
     interface: str = setting("socketcan", "python-can interface (socketcan, virtual, pcan, ...)")
     channel: str = setting("can0", "python-can channel; for can-log, the log channel to keep (empty = all)")
-    bitrate: int = setting(500_000, "bus speed", "bit/s")
+    bitrate: int = setting(500_000, "bus speed (classical CAN)", "bit/s", min=10_000, max=1_000_000)
     dbc: Path = setting(Path(""), "DBC file of the vehicle model")
     mapping: str = setting("", "DBC -> VSS mapping: a shipped name (kona_ev, ...) or a TOML path")
     path: Path = setting(Path(""), "recorded log to replay (can-log)")
-    replay_interval_s: float = setting(0.0, "pause between replayed frames", "s")
+    replay_interval_s: float = setting(0.0, "pause between replayed frames", "s", min=0.0, max=3600.0)
 
 
 @dataclass(frozen=True)
 class ScannerConfig:
     driver: str = setting("serial", "scanner source", choices=("serial", "scan-file"))
     port: str = setting("/dev/ttyUSB0", "serial device of the scanner")
-    baudrate: int = setting(9600, "serial speed", "baud")
+    baudrate: int = setting(9600, "serial speed", "baud", min=50, max=4_000_000)
     path: Path = setting(Path(""), "file of scanner lines to replay (scan-file)")
-    replay_interval_s: float = setting(0.0, "pause between replayed scans", "s")
+    replay_interval_s: float = setting(0.0, "pause between replayed scans", "s", min=0.0, max=3600.0)
 
 
 @dataclass(frozen=True)
@@ -118,7 +154,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond any float: left exact for the range check to refuse
+                return value
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -148,8 +187,9 @@ def build(cls: type[T], raw: Any, where: str) -> T:
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{path}: must not be negative")
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is not None and high is not None and not low <= value <= high:  # NaN fails too
+            raise ConfigError(f"{path}: {value!r} is outside the allowed range {_range(f)}")
         values[name] = value
     return cls(**values)
 
@@ -164,14 +204,55 @@ def load(path: Path) -> AgentConfig:
     config = build(AgentConfig, raw, str(path))
     if not valid_vehicle(config.vehicle.id):
         raise ConfigError(f"{path}.vehicle.id: {config.vehicle.id!r} is not a valid vehicle id")
-    if config.uplink.window < 1 or config.uplink.batch_records < 1:
-        raise ConfigError(f"{path}.uplink: window and batch_records must be at least 1")
+    _check_files(config, str(path))
     if config.uplink.transport == "mqtt":
         try:
             parse_mqtt_url(config.uplink.target)
         except ValueError as exc:
             raise ConfigError(f"{path}.uplink.target: {exc}") from None
     return config
+
+
+def _readable(file: Path, where: str) -> None:
+    if file == Path(""):
+        raise ConfigError(f"{where}: required by this driver (a file to read)")
+    try:
+        with file.open("rb"):
+            pass
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{where}: {str(file)!r}: cannot read ({reason})") from None
+
+
+def _check_files(config: AgentConfig, where: str) -> None:
+    """Files the drivers will need, checked now so a typo is a usage error naming the field, not
+    a traceback or a driver that never starts. DBC contents are checked when the decoder loads it
+    (cantools is too heavy to load twice)."""
+    if config.gps and config.gps.driver in ("nmea-file", "trace-file"):
+        _readable(config.gps.path, f"{where}.gps.path")
+    if config.can:
+        _readable(config.can.dbc, f"{where}.can.dbc")
+        if config.can.driver == "can-log":
+            _readable(config.can.path, f"{where}.can.path")
+        if config.can.mapping:
+            from firmware_bridge.can.mapping import load_mapping  # tomllib only, no cantools
+
+            try:
+                load_mapping(config.can.mapping)
+            except MappingError as exc:
+                raise ConfigError(f"{where}.can.mapping: {exc}") from None
+    if config.scanner and config.scanner.driver == "scan-file":
+        _readable(config.scanner.path, f"{where}.scanner.path")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _range(f: Any) -> str:
+    """``1..1024 batches``: a field's declared range, for errors and ``describe()``."""
+    unit = f" {f.metadata['unit']}" if f.metadata.get("unit") else ""
+    return f"{_number(f.metadata['min'])}..{_number(f.metadata['max'])}{unit}"
 
 
 def describe(cls: type = AgentConfig, prefix: str = "") -> list[str]:
@@ -192,5 +273,6 @@ def describe(cls: type = AgentConfig, prefix: str = "") -> list[str]:
         )
         unit = f" [{f.metadata['unit']}]" if f.metadata.get("unit") else ""
         choices = f" ({' | '.join(f.metadata['choices'])})" if f.metadata.get("choices") else ""
-        lines.append(f"  {name} = {default}{unit}: {f.metadata.get('doc', '')}{choices}")
+        bounds = f" (range {_range(f)})" if f.metadata.get("min") is not None else ""
+        lines.append(f"  {name} = {default}{unit}: {f.metadata.get('doc', '')}{choices}{bounds}")
     return lines

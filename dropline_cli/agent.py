@@ -12,7 +12,7 @@ from types import FrameType
 
 from agent.config import describe, load
 from dropline_cli import cext
-from protocols.errors import ConfigError, UsageError
+from protocols.errors import ConfigError, DbcError, MappingError, UsageError
 
 log = logging.getLogger("dropline.agent")
 
@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
         agent = Agent(config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
+    except DbcError as exc:  # the DBC is parsed only when the decoder loads it
+        raise UsageError(f"{args.config}.can.dbc: {exc}") from exc
+    except MappingError as exc:  # a mapping naming what this DBC lacks
+        raise UsageError(f"{args.config}.can.mapping: {exc}") from exc
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
