@@ -28,7 +28,7 @@ from agent.config import (
     VehicleConfig,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT / "examples" / "munich-drive.jsonl"
 KONA = ROOT / "tests" / "data" / "can" / "kona_ev"
 SCANS = ROOT / "tests" / "data" / "barcodes" / "scans_raw.txt"
