@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.outbox import Outbox
+from agent.outbox import Outbox, Transaction
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import Alert, Fix, Scan, Signal
 
@@ -23,7 +23,19 @@ def fix(i: int) -> Fix:
 
 
 def kinds(ob: Outbox) -> list[tuple[int, str]]:
-    return [(seq, pb.Record.FromString(body).WhichOneof("body") or "") for seq, _, body in ob.rows()]
+    return [(seq, kind) for seq, _, kind, _ in ob.rows()]
+
+
+def seqs(tx: Transaction | None) -> list[int]:
+    return [] if tx is None else [r.seq for r in tx.records]
+
+
+def drain(ob: Outbox, n: int) -> list[int]:
+    """Every seq offered, batch after batch, the transactions left open."""
+    out: list[int] = []
+    while tx := ob.batch(n):
+        out += seqs(tx)
+    return out
 
 
 def test_sequence_keeps_increasing_across_restarts(tmp_path: Path) -> None:
@@ -34,7 +46,10 @@ def test_sequence_keeps_increasing_across_restarts(tmp_path: Path) -> None:
     ob = Outbox(path)
     assert ob.append(fix(3)) == 4
     # even when every row was acknowledged and pruned from the history
-    ob.ack([(1, 4)])
+    ob.flush()
+    tx = ob.batch(10)
+    assert tx is not None
+    assert tx.accept([(1, 4)]) == 4
     ob.retain_acked = 0
     ob.append(fix(4))
     ob.flush()
@@ -48,31 +63,16 @@ def test_priority_records_commit_at_once_telemetry_on_tick(tmp_path: Path) -> No
     now = [0.0]
     ob = Outbox(tmp_path / "o.db", group_commit_s=1.0, monotonic=lambda: now[0])
     ob.append(fix(0))
-    assert ob.next_batch(10) == []  # telemetry not committed yet: never sent before it is durable
+    assert ob.batch(10) is None  # telemetry not committed yet: never sent before it is durable
     now[0] = 0.5
     ob.tick()
-    assert ob.next_batch(10) == []
+    assert ob.batch(10) is None
     now[0] = 1.0
     ob.tick()
-    assert [s for s, _ in ob.next_batch(10)] == [1]
+    assert seqs(ob.batch(10)) == [1]
     ob.append(fix(1))
     ob.append(Scan(time=1_700_000_002, raw="00340123450000000000", kind="sscc"))
-    assert [s for s, _ in ob.next_batch(10)] == [2, 3]  # the scan flushed the fix before it, in order
-    ob.close()
-
-
-def test_acks_are_idempotent_and_order_free(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "o.db")
-    for i in range(10):
-        ob.append(fix(i))
-    ob.flush()
-    assert ob.ack([(5, 7)]) == 3
-    assert ob.ack([(5, 7), (1, 2)]) == 2
-    assert ob.ack([(1, 2)]) == 0
-    assert ob.ack([(11, 99)]) == 0  # never given out: ignored, not trusted
-    assert ob.unacked_count() == 5
-    ob.rewind()
-    assert [s for s, _ in ob.next_batch(100)] == [3, 4, 8, 9, 10]
+    assert seqs(ob.batch(10)) == [2, 3]  # the scan flushed the fix before it, in order
     ob.close()
 
 
@@ -81,13 +81,13 @@ def test_newest_first_sends_live_records_before_the_backlog(tmp_path: Path) -> N
     for i in range(6):
         ob.append(fix(i))
     ob.flush()
-    assert [s for s, _ in ob.next_batch(2)] == [6, 5]
+    assert seqs(ob.batch(2)) == [6, 5]
     ob.append(fix(6))
     ob.flush()
-    assert [s for s, _ in ob.next_batch(2)] == [7]
-    assert [s for s, _ in ob.next_batch(2)] == [4, 3]
-    assert [s for s, _ in ob.next_batch(10)] == [2, 1]
-    assert ob.next_batch(10) == []
+    assert seqs(ob.batch(2)) == [7]
+    assert seqs(ob.batch(2)) == [4, 3]
+    assert seqs(ob.batch(10)) == [2, 1]
+    assert ob.batch(10) is None
     ob.close()
 
 
@@ -103,13 +103,13 @@ def test_disk_budget_evicts_oldest_telemetry_never_priority_and_reports_gaps(tmp
     ob.flush()
     assert ob.stats.evicted > 0
     rows = kinds(ob)
-    seqs = {s for s, _ in rows}
-    assert set(priority) <= seqs, "a priority record was evicted"
-    gaps = [pb.Record.FromString(b).gap for _, _, b in ob.rows() if pb.Record.FromString(b).HasField("gap")]
+    kept = {s for s, _ in rows}
+    assert set(priority) <= kept, "a priority record was evicted"
+    gaps = [pb.Gap.FromString(b) for _, _, k, b in ob.rows() if k == "gap"]
     assert gaps and all(g.reason == "disk_budget" for g in gaps)
     # every missing seq is covered by a reported gap
-    top = max(seqs)
-    missing = set(range(1, top + 1)) - seqs
+    top = max(kept)
+    missing = set(range(1, top + 1)) - kept
     covered = {s for g in gaps for s in range(g.from_seq, g.to_seq + 1)}
     assert missing <= covered
     page = os.path.getsize(tmp_path / "o.db")
@@ -129,13 +129,13 @@ def test_corrupt_file_is_moved_aside_and_numbering_continues(tmp_path: Path) -> 
     ob = Outbox(path)
     assert ob.stats.resets == 1
     assert list(tmp_path.glob("o.db.corrupt-*"))
-    rows = [pb.Record.FromString(b) for _, _, b in ob.rows()]
-    gap = next(r.gap for r in rows if r.HasField("gap"))
-    alert = next(r.alert for r in rows if r.HasField("alert"))
+    rows = ob.rows()
+    gap = next(pb.Gap.FromString(b) for _, _, k, b in rows if k == "gap")
+    alert = next(pb.Alert.FromString(b) for _, _, k, b in rows if k == "alert")
     assert alert.code == "outbox_reset"
     assert gap.from_seq == 1 and gap.to_seq >= 5  # everything before is explained
-    assert min(r.seq for r in rows) > 5  # no number is ever reused
-    assert ob.append(fix(9)) > max(r.seq for r in rows)
+    assert min(r[0] for r in rows) > 5  # no number is ever reused
+    assert ob.append(fix(9)) > max(r[0] for r in rows)
     ob.close()
 
 
@@ -151,14 +151,13 @@ def test_any_ack_sequence_leaves_exactly_the_unacked(acks: list[tuple[int, int]]
         ob.flush()
         acked: set[int] = set()
         for first, width in acks:
-            ob.ack([(first, first + width)])
-            if first + width <= 50:  # a range reaching past what was given out is refused whole
-                acked |= set(range(first, first + width + 1))
-        ob.rewind()
-        sent = []
-        while batch := ob.next_batch(7):
-            sent += [s for s, _ in batch]
-        assert sent == sorted(set(range(1, 51)) - acked)
+            tx = ob.batch(50)
+            if tx is None:
+                break
+            tx.accept([(first, first + width)])  # only seqs of the transaction are marked
+            acked |= set(range(first, first + width + 1)) & set(range(1, 51))
+        ob.release_all()
+        assert drain(ob, 7) == sorted(set(range(1, 51)) - acked)
         ob.close()
 
 
@@ -197,7 +196,7 @@ def test_power_loss_bound_kill_9_loses_at_most_the_group_commit_window(tmp_path:
         printed = [(int(s), float(t)) for s, t in (line.split() for line in out.splitlines() if line.strip())]
         killed_at = printed[-1][1]
         ob = Outbox(path)
-        stored = {s for s, _, _ in ob.rows()}
+        stored = {s for s, _, _, _ in ob.rows()}
         ob.close()
         # every scan that was reported appended is there
         scans = [s for s, _ in printed if s % 50 == 0]
