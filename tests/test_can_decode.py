@@ -341,13 +341,40 @@ def test_leaf_soc_divided_by_ten_and_unavailable() -> None:
     assert decoder.unavailable[SOC] == 1
 
 
-def test_tesla_multiplexed_dbc_decodes_without_mapping() -> None:
-    db = load_dbc(SHIPPED["tesla_model3"])
-    decoder = CanDecoder(db)
-    mux = next(m for m in db.messages if m.is_multiplexed() and m.length == 8)
-    out = decoder.decode(mux.frame_id, bytes(8), 1.0, mux.is_extended_frame)
-    assert out or decoder.rejects.counts["undecodable"] == 1
-    assert all(isinstance(s.value, int | float) for s in out)
+def test_tesla_multiplexed_message_decodes_by_its_multiplexer() -> None:
+    """ID142 (0x142) of the Model 3 DBC: a 2-bit index (bits 0-1) selects the m0 or m1 signals; the
+    DBC's VAL_ lists index 2 (no signals of its own); index 3 is undefined. Expectations from the DBC text."""
+    decoder = CanDecoder(load_dbc(SHIPPED["tesla_model3"]))
+
+    def decode(data: bytes) -> dict[str, float]:
+        return {
+            s.name.removeprefix("ID142VCLEFT_liftgateStatus.VCLEFT_"): s.value
+            for s in decoder.decode(0x142, data, 1.0)
+        }
+
+    m0 = (
+        "LatchRequest",
+        "MvmntNotAllowedCo",
+        "PhysicalChimeRequ",
+        "PositionCalibrate",
+        "RequestSource",
+        "State",
+        "StoppingCondition",
+        "UIChimeRequest",
+    )
+    assert decode(bytes(8)) == {"liftgateStatusIndex": 0, **{f"liftgate{n}": 0 for n in m0}}
+    # index 1; liftgatePosition (21|7@1-, offset 33) raw 5: bits 21-23 of byte 2 are 0b101
+    assert decode(bytes([0x01, 0, 0xA0, 0, 0, 0, 0, 0])) == {
+        "liftgateStatusIndex": 1,
+        "liftgateStrutDutyCycle": 0,
+        "liftgateStrutCurrent": 0,
+        "liftgatePosition": 5 + 33,
+        "liftgateSpeed": 0,
+    }
+    assert decode(bytes([0x02, *bytes(7)])) == {"liftgateStatusIndex": 2}
+    assert decoder.rejects.total == 0
+    assert decode(bytes([0x03, *bytes(7)])) == {}
+    assert decoder.rejects.as_dict() == {"undecodable": 1}
 
 
 def test_float_signals_never_give_nan() -> None:

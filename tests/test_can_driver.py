@@ -132,3 +132,23 @@ def test_a_missing_interface_is_retried_not_raised() -> None:
     assert thread.is_alive() and not driver.connected.is_set()
     driver.stop()
     assert not thread.is_alive()
+
+
+def test_bad_timestamps_from_the_bus_are_counted_and_the_driver_goes_on(
+    running: tuple[CanDriver, Collected], channel: str
+) -> None:
+    """A bus (or its driver) that stamps frames NaN, infinite, negative or absurdly late: counted, skipped."""
+    driver, sink = running
+    stamping = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    try:
+        for t in (float("nan"), 1e300, float("inf"), -1.0, 1_700_000_000.5):
+            stamping.send(
+                can.Message(timestamp=t, arbitration_id=0x594, data=SOC_FRAME, is_extended_id=False)
+            )
+        assert wait_for(lambda: driver.frames == 5), driver.frames
+        assert wait_for(lambda: len(sink.items) == 1)
+    finally:
+        stamping.shutdown()
+    assert [(s.time, s.name, s.value) for s in sink.items] == [(1_700_000_000.5, SOC, 49.0 + 0.1)]
+    assert driver.rejects.as_dict() == {"bad timestamp": 4}
+    assert driver._thread is not None and driver._thread.is_alive()

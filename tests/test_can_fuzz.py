@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from firmware_bridge.can.bus_driver import iter_signals_from_log
 from firmware_bridge.can.decoder import CanDecoder, load_dbc
+from firmware_bridge.can.log_reader import read_frames
 from firmware_bridge.can.mapping import load_mapping
+from protocols.rejects import Rejects
 from tests.conftest import DATA
 
 CAN = DATA / "can"
@@ -150,3 +152,93 @@ def test_gvret_garbage_rows_are_counted_and_good_rows_read(tmp_path: Path, garba
     ]
     assert got == want
     assert d.rejects.counts["bad log line"] == sum(1 for row in garbage if row)  # every non-empty bad row
+
+
+GvretRow = tuple[int, int, bool, int, bytes]  # (microseconds, id, extended, bus, data)
+GVRET_ROWS = st.one_of(
+    st.tuples(
+        st.integers(0, 10**19),
+        st.integers(0, 0x7FF),
+        st.just(False),
+        st.integers(0, 15),
+        st.binary(max_size=8),
+    ),
+    st.tuples(
+        st.integers(0, 10**19),
+        st.integers(0, 0x1FFFFFFF),
+        st.just(True),
+        st.integers(0, 15),
+        st.binary(max_size=8),
+    ),
+)
+LINE_TEXT = st.text(st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=60)
+
+
+def gvret_row(row: GvretRow) -> str:
+    t, fid, ext, bus, data = row
+    return f"{t},{fid:08X},{'true' if ext else 'false'},{bus},{len(data)}" + "".join(
+        f",{b:02X}" for b in data
+    )
+
+
+@FUZZ
+@given(st.lists(st.tuples(GVRET_ROWS, st.lists(LINE_TEXT, max_size=2)), max_size=12))
+def test_gvret_arbitrary_valid_rows_between_garbage_come_out_as_written(
+    tmp_path: Path, rows: list[tuple[GvretRow, list[str]]]
+) -> None:
+    """Every valid row, whatever its id, length, bus or time, comes out exactly as written; every
+    non-empty garbage row is counted once."""
+    log = tmp_path / "rows.csv"
+    lines = [GVRET_HEADER]
+    for row, garbage in rows:
+        lines += [*garbage, gvret_row(row)]
+    log.write_text("\r\n".join(lines) + "\r\n")
+    rejects = Rejects("fuzz")
+    got = [
+        (m.timestamp, m.arbitration_id, m.is_extended_id, m.channel, bytes(m.data))
+        for m in read_frames(log, rejects)
+    ]
+    assert got == [(t / 1e6, fid, ext, bus, data) for (t, fid, ext, bus, data), _ in rows]
+    assert rejects.as_dict() == (
+        {"bad log line": n} if (n := sum(1 for _, g in rows for x in g if x)) else {}
+    )
+
+
+ASC_HEADER = ["date Wed, 08 Nov 2023 21:17:01 GMT", "base hex  timestamps absolute", "begin triggerblock"]
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**9),
+            st.integers(0, 0x7FF),
+            st.binary(max_size=8),
+            st.lists(LINE_TEXT, max_size=2),
+        ),
+        max_size=12,
+    )
+)
+def test_asc_and_candump_frames_between_garbage_come_out_as_written(
+    tmp_path: Path, frames: list[tuple[int, int, bytes, list[str]]]
+) -> None:
+    """Frames in Vector ASC and candump lines, with random lines between them: every frame comes out
+    as written (time, id, data); nothing but counts comes of the garbage."""
+    asc = [*ASC_HEADER]
+    candump = []
+    for us, fid, data, garbage in frames:
+        t = f"{us // 10**6}.{us % 10**6:06d}"
+        asc += [
+            *garbage,
+            f"   {t} 1  {fid:X}             Rx   d {len(data)} {' '.join(f'{b:02X}' for b in data)}",
+        ]
+        candump += [*garbage, f"({t}) can0 {fid:03X}#{data.hex().upper()}"]
+    want = [(us / 1e6, fid, data) for us, fid, data, _ in frames]
+    garbage_lines = sum(len(g) for *_, g in frames)
+    for suffix, lines in ((".asc", asc), (".log", candump)):
+        log = tmp_path / f"frames{suffix}"
+        log.write_text("\n".join(lines) + "\n")
+        rejects = Rejects("fuzz")
+        got = [(m.timestamp, m.arbitration_id, bytes(m.data)) for m in read_frames(log, rejects)]
+        assert got == want, suffix
+        assert set(rejects.counts) <= {"bad log line"} and rejects.total <= garbage_lines

@@ -5,9 +5,9 @@ through python-can's own readers one line at a time: when a reader raises on a l
 counted as ``bad log line`` (with its number) and the same reader, with the state it took from the
 file's header, is started again on the next line. Lines a reader skips by design (comments,
 statistics, events other than frames) are not counted. SavvyCAN GVRET ``.csv`` has its own reader
-(:mod:`firmware_bridge.can.gvret`). Binary ``.blf`` cannot be resynchronised after corrupt data:
-the frames before it come out and the rest counts once as ``unreadable rest``. A file that cannot
-be read at all raises :class:`LogFormatError` naming it.
+(:mod:`firmware_bridge.can.gvret`). Binary ``.blf`` cannot be resynchronised after corrupt
+data: the frames before it come out and the rest (or a cut-off end) counts once as ``unreadable
+rest``. A file that cannot be read at all raises :class:`LogFormatError` naming it.
 """
 
 from __future__ import annotations
@@ -106,3 +106,7 @@ def _binary_frames(path: Path, rejects: Rejects) -> Iterator[Any]:
         except Exception as exc:  # corrupt objects (zlib.error, struct.error, BLFParseError)
             rejects.reject("unreadable rest", f"{path}: after frame {n}: {exc}")
             log.error("%s: unreadable after frame %d (%s); rest of the file skipped", path, n, exc)
+            return
+    declared = getattr(reader, "file_size", 0)  # BLF's header gives the finished file's size
+    if declared > path.stat().st_size:  # python-can ends a cut-off BLF silently
+        rejects.reject("unreadable rest", f"{path}: cut off after frame {n}: header says {declared} bytes")
