@@ -262,8 +262,8 @@ def _readings(mode: str, body: str) -> tuple[list[_Reading], Violation | None]:
     bare_gtin = _gtin(body) if mode != "gs1" else None
     if bare_gtin is not None:
         out.append(("gtin", bare_gtin, bare_gtin["gtin"]))
-    if mode != "gs1" and bare_sscc is None and bare_gtin is None:
-        problem = problem or _bare_problem(body)
+    if mode != "gs1" and bare_sscc is None and bare_gtin is None:  # digits of exactly a key's length
+        problem = _bare_problem(body) or problem  # are that key, rather than element strings
     if message is not None and message.has_gtin and not message.has_sscc:
         out.append(("gs1", message.fields, message.hri))
     tracking = couriers.recognise_all(body) if GS not in body else []
