@@ -484,6 +484,7 @@ def test_per_epoch_file_decoding_matches_the_chk_epochs() -> None:
     epochs = {
         "beidou-bd.log": 4, "bt451.log": 12, "bu353-glonass.log": 9, "firefly-II.log": 23,
         "garmin-geko201.log": 0, "gp-320fw-2019-04-07-coldboot.log": 1, "haicom-305N.log": 67,
+        "magellan-ec10.log": 21,
         "nmea-fuzzy-cases.log": 14, "nmea-rtk.log": 122, "quectel-eg25-g.log": 23,
         "quectel-l76k-nmea.log": 150, "skytraq-err.log": 0, "st-teseo-liv4f.log": 12,
         "ublox-8.log": 72, "ublox-neo-m9n-nmea.log": 61, "venus634lp.log": 5,

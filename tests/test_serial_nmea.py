@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.gps.serial_nmea import SerialNmeaDriver, iter_fixes_from_file
+from firmware_bridge.gps.timebase import GPS_EPOCH
 from protocols.records import Fix
 from tests.conftest import DATA
 
@@ -85,7 +86,10 @@ def test_fixes_flow_survive_unplug_and_replug(receiver: Receiver) -> None:
     want_first = list(iter_fixes_from_file(first))
     want_second = list(iter_fixes_from_file(second))
     out: queue.Queue[Fix] = queue.Queue()
-    driver = SerialNmeaDriver(str(receiver.device), 115200, backoff_initial_s=0.05, backoff_max_s=0.3)
+    # a 2020 capture played into the port: dated before this build, so the floor is the GPS epoch
+    driver = SerialNmeaDriver(
+        str(receiver.device), 115200, floor=GPS_EPOCH, backoff_initial_s=0.05, backoff_max_s=0.3
+    )
     driver.start(out.put)
     try:
         assert driver.connected.wait(10)

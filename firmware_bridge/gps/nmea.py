@@ -31,12 +31,14 @@ relevant sentences become pynmea2 sentence objects (pynmea2's own field model) f
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 import pynmea2
 
 from firmware_bridge.gps import nmea_fields as nf
+from firmware_bridge.gps.timebase import GPS_EPOCH, resolve_time
 from protocols.records import Fix
 from protocols.rejects import Rejects
 
@@ -142,7 +144,13 @@ class NmeaDecoder:
 
     Every line that cannot be used is counted in ``rejects`` under a short reason (``bad_checksum``,
     ``no_checksum``, ``not_nmea``, ``binary``, ``overlong``, ``truncated``, ``unparsable``,
-    ``impossible_value``); ``stats`` counts what was used or deliberately skipped.
+    ``impossible_value``, ``implausible_time``); ``stats`` counts what was used or deliberately
+    skipped.
+
+    Every fix's time goes through :func:`timebase.resolve_time`: dates from before ``floor`` are
+    moved forward by whole GPS week rollovers, and a time still before it or more than a year
+    after ``clock()`` (the host clock) is counted as ``implausible_time`` and dropped. A live
+    receiver uses ``floor=BUILD_FLOOR``; decoding a historic log keeps the default, the GPS epoch.
     """
 
     # the epoch being assembled
@@ -158,8 +166,17 @@ class NmeaDecoder:
     _e_sats: int | None
     _e_mode: int  # gpsd's gpsdata.fix.mode for this epoch: 0 not seen, 1 no fix, 2, 3
 
-    def __init__(self, rejects: Rejects | None = None, *, require_checksum: bool = False) -> None:
+    def __init__(
+        self,
+        rejects: Rejects | None = None,
+        *,
+        require_checksum: bool = False,
+        floor: float = GPS_EPOCH,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.rejects = rejects if rejects is not None else Rejects("nmea")
+        self.floor = floor
+        self._clock = clock
         self.stats: Counter[str] = Counter()
         self.require_checksum = require_checksum
         self._handlers: dict[str, Callable[[str, list[str]], None]] = {
@@ -527,9 +544,14 @@ class NmeaDecoder:
         if self._e_days < 0:
             self.stats["undated"] += 1  # gpsd reports these without a time; a Fix needs one
             return
+        stated = self._e_days * 86400.0 + self._e_sod
+        when = resolve_time(stated, self._clock(), self.floor)
+        if when is None:
+            self.rejects.reject("implausible_time", f"epoch dated {stated:.0f} s after 1970")
+            return
         self._out.append(
             Fix(
-                time=self._e_days * 86400.0 + self._e_sod,
+                time=when,
                 mode=mode,
                 lat=lat,
                 lon=self._e_lon,

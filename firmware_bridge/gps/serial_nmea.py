@@ -15,6 +15,7 @@ import serial
 
 from firmware_bridge.driver import Driver
 from firmware_bridge.gps.nmea import NmeaDecoder
+from firmware_bridge.gps.timebase import BUILD_FLOOR
 from protocols.errors import DeviceError
 from protocols.records import Fix
 from protocols.rejects import Rejects
@@ -60,11 +61,21 @@ class SerialNmeaDriver(Driver[Fix]):
 
     kind = "gps"
 
-    def __init__(self, port: str, baudrate: int = 9600, *, name: str = "gps-nmea", **kwargs: float) -> None:
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 9600,
+        *,
+        name: str = "gps-nmea",
+        floor: float = BUILD_FLOOR,
+        **kwargs: float,
+    ) -> None:
+        """``floor``: the earliest date a fix may carry (see :mod:`timebase`); this build's date
+        for a live receiver, the GPS epoch when a recorded capture is played into the port."""
         super().__init__(name, **kwargs)
         self.port = port
         self.baudrate = baudrate
-        self.decoder = NmeaDecoder(self.rejects)
+        self.decoder = NmeaDecoder(self.rejects, floor=floor)
         self._lines = LineAssembler(self.rejects)
         self._serial: serial.Serial | None = None
 

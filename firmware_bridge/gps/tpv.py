@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from firmware_bridge.gps.timebase import GPS_EPOCH, LAST_TIME
 from protocols.records import Fix, iso_time, parse_iso_time
+from protocols.rejects import Rejects
 
 
 def _number(obj: dict[str, Any], key: str) -> float | None:
@@ -22,7 +24,10 @@ def fix_from_tpv(obj: dict[str, Any]) -> Fix | None:
     """A Fix from one TPV object, or None when it carries no position.
 
     gpsd sends TPVs with ``mode`` 0/1 (no fix) and, during acquisition, TPVs without ``time``,
-    ``lat`` or ``lon``: those are not positions and must never become one (no 0,0 fixes).
+    ``lat`` or ``lon``: those are not positions and must never become one (no 0,0 fixes). A time
+    that cannot be read or lies outside ``[GPS_EPOCH, LAST_TIME)`` (``0001-01-01T00:00:00+14:00``
+    is year 0 in UTC) is no position either. gpsd has already resolved week rollovers, so no
+    host-clock bound is applied here: gpsd replaying old logs legitimately reports future dates.
     """
     if obj.get("class") != "TPV":
         return None
@@ -36,9 +41,12 @@ def fix_from_tpv(obj: dict[str, Any]) -> Fix | None:
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         return None
     try:
-        t = parse_iso_time(time_text)
-    except ValueError:
+        parsed = parse_iso_time(time_text)
+    except (ValueError, OverflowError, OSError):
         return None
+    if not GPS_EPOCH <= parsed < LAST_TIME:
+        return None
+    t = parsed
     sats = obj.get("nSat")
     return Fix(
         time=t,
@@ -68,20 +76,28 @@ def fix_to_tpv(fix: Fix) -> dict[str, Any]:
     return out
 
 
-def read_trace(path: Path) -> Iterator[Fix]:
+def read_trace(path: Path, rejects: Rejects | None = None) -> Iterator[Fix]:
     """Fixes from a TRACE file (JSON lines with at least ``time``, ``lat``, ``lon``, as
-    ``dropline decode gps`` writes them); a line that is not a usable fix is an error naming it."""
-    with path.open(encoding="utf-8") as f:
+    ``dropline decode gps`` writes them). A line that is not a usable fix (not JSON, not an
+    object, no readable time, latitude 91, NaN) is counted in ``rejects`` (``bad_json``,
+    ``not_object``, ``not_a_fix``) and skipped: the fixes around it still come out."""
+    counter = rejects if rejects is not None else Rejects("trace")
+    with path.open(encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                row.setdefault("class", "TPV")
-                row.setdefault("mode", 3 if "altMSL" in row else 2)
-            except (json.JSONDecodeError, AttributeError) as exc:
-                raise ValueError(f"{path}:{number}: not a JSON object ({exc})") from exc
+            except (ValueError, RecursionError):
+                counter.reject("bad_json", f"{path}:{number}")
+                continue
+            if not isinstance(row, dict):
+                counter.reject("not_object", f"{path}:{number}")
+                continue
+            row.setdefault("class", "TPV")
+            row.setdefault("mode", 3 if "altMSL" in row else 2)
             fix = fix_from_tpv(row)
             if fix is None:
-                raise ValueError(f"{path}:{number}: needs time (ISO 8601), lat and lon in range")
+                counter.reject("not_a_fix", f"{path}:{number}: needs time (ISO 8601), lat and lon in range")
+                continue
             yield fix
