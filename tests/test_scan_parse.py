@@ -225,6 +225,9 @@ def test_gs1_scan_data_accepted_ones_read_right() -> None:
         ("]C1011231231231233317240200", "gs1", {"17.date": "2024-02-29"}),  # day 00: end of month
         ("]d2\x1d0112312312312333\x1d7006240200", "unknown", {"error": "bad_date", "error_ai": "7006"}),
         ("]C14101234567890128", "gs1", {"410": "1234567890128"}),
+        # the 2D part of a composite is part of the same symbol: its bad date refuses the scan
+        ("]E02112345678900|]e017250230", "unknown", {"error": "bad_date", "error_ai": "17"}),
+        ("]E02112345678900|]e017250228", "gs1", {"gtin": "2112345678900", "17": "250228"}),
         ("]C14101234567890127", "unknown", {"error": "bad_check_digit", "error_ai": "410"}),
     ],
 )
