@@ -1,22 +1,37 @@
 """The one write path both transports share: bytes of a Batch in, an end-to-end Ack out.
 
-A batch is checked whole before anything is written (limits, vehicle, every record), so a bad
-one is refused as a whole with a counted reason and never half-stored; a good one is written in
-one transaction and acknowledged only after it committed. Duplicates are harmless: they are
-acknowledged as stored. ``handle`` never raises, so one bad van cannot break a stream or a worker.
+Every record is judged on its own. A batch is refused as a whole (``rejected`` with a counted
+reason, naming its batch id) only when it cannot be read as a whole: undecodable, oversized,
+bad compression, a bad vehicle id, or a vehicle other than the one the transport vouches for.
+Otherwise its good records are stored and the rest quarantined, in one transaction, and the Ack
+says which seqs are stored (``stored``) and which are quarantined with their reason
+(``quarantined``): the van may forget both, and no bad record sinks the good ones around it.
+
+Quarantine reasons: ``undecodable`` (a body that does not parse), ``unknown_kind`` /
+``unknown_codec`` / ``bad_segment`` (a segment this build cannot read), ``bad_seq`` (outside
+1..2^63-1), ``bad_time`` (a fix before 2000 or from 2100 on, e.g. a GPS week rollover; any other
+record before 1970 or from 2100 on), ``bad_position``, ``bad_gap`` (bounds not within
+1..seq-1), ``no_body``, ``non_finite`` (a signal value that is NaN or infinite: JSON has no such
+number, so such a value is never stored, and ``dropline export`` stays strict JSON), and
+``conflict`` (a seq already held, or repeated in the batch, with another body; the first body
+stays stored, the other is kept in quarantine and counted).
+
+Duplicates with the same body are harmless: acknowledged as stored. ``handle`` never raises, so
+one bad van cannot break a stream or a worker.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud.store import SEQ_MAX, Store, WriteResult
-from protocols import topics, wire
+from cloud.store import CONFLICT, SEQ_MAX, Quarantine, Store, WriteResult
+from protocols import convert, topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 from protocols.rejects import Rejects
@@ -45,28 +60,30 @@ class Limits:
     max_records: int = MAX_BATCH_RECORDS
 
 
-def check_records(records: Sequence[pb.Record]) -> str | None:
-    """The reason the first unacceptable record makes the batch unacceptable, or None if all pass."""
-    for r in records:
-        seq = r.seq
-        if seq < 1 or seq > SEQ_MAX:
-            return "bad_seq"
-        kind = r.WhichOneof("body")
-        if kind == "fix":
-            f = r.fix
-            if not MIN_FIX_TIME_MS <= f.time_ms < MAX_TIME_MS:
-                return "bad_time"
-            if not (-900_000_000 <= f.lat_e7 <= 900_000_000 and -1_800_000_000 <= f.lon_e7 <= 1_800_000_000):
-                return "bad_position"
-        elif kind == "gap":
-            g = r.gap
-            if not 1 <= g.from_seq <= g.to_seq < seq:
-                return "bad_gap"
-        elif kind is None:
-            if r.ByteSize() == pb.Record(seq=seq).ByteSize():
-                return "no_body"  # nothing but a seq; a body of a newer kind is kept opaque instead
-        elif not 0 <= getattr(r, kind).time_ms < MAX_TIME_MS:
+def check_record(r: pb.Record) -> str | None:
+    """Why this record cannot be stored (its quarantine reason), or None if it can."""
+    seq = r.seq
+    if seq < 1 or seq > SEQ_MAX:
+        return "bad_seq"
+    kind = r.WhichOneof("body")
+    if kind == "fix":
+        f = r.fix
+        if not MIN_FIX_TIME_MS <= f.time_ms < MAX_TIME_MS:
             return "bad_time"
+        if not (-900_000_000 <= f.lat_e7 <= 900_000_000 and -1_800_000_000 <= f.lon_e7 <= 1_800_000_000):
+            return "bad_position"
+    elif kind == "gap":
+        g = r.gap
+        if not 1 <= g.from_seq <= g.to_seq < seq:
+            return "bad_gap"
+    elif kind is None:
+        if r.ByteSize() == pb.Record(seq=seq).ByteSize():
+            return "no_body"  # nothing but a seq; a body of a newer kind is kept opaque instead
+    else:
+        if not 0 <= getattr(r, kind).time_ms < MAX_TIME_MS:
+            return "bad_time"
+        if kind == "signal" and not math.isfinite(r.signal.value):
+            return "non_finite"
     return None
 
 
@@ -94,6 +111,7 @@ class Ingest:
         self.store = store
         self.limits = limits
         self.rejects = Rejects("collector", log)
+        self.quarantine = Rejects("collector quarantine", log)
         self.counts: Counter[str] = Counter()
         self._after_commit = after_commit
         self._progress_log_s = progress_log_s
@@ -129,16 +147,21 @@ class Ingest:
         if topic_vehicle is not None and vehicle != topic_vehicle:
             detail = f"{vehicle} on {topic_vehicle}"
             return self._refuse("vehicle_mismatch", ack_vehicle, batch.batch_id, detail)
-        reason = check_records(batch.records)
-        if reason is not None:
-            return self._refuse(reason, vehicle, batch.batch_id, f"batch {batch.batch_id} of {vehicle}")
+        good: list[pb.Record] = []
+        aside = [Quarantine(u.seq, u.kind, u.reason, u.body) for u in batch.unreadable]
+        for r in batch.records:
+            reason = check_record(r)
+            if reason is None:
+                good.append(r)
+            else:
+                aside.append(Quarantine(r.seq, convert.kind_of(r), reason, r.SerializeToString()))
         ack = pb.Ack(vehicle=vehicle, batch_id=batch.batch_id)
-        if not batch.records:
+        if not good and not aside:
             with self._lock:
                 self.counts["batches"] += 1
             return ack
         try:
-            result = self.store.write(vehicle, batch.records)
+            result = self.store.write(vehicle, good, aside)
         except Exception as exc:  # disk full, database locked too long, I/O error: retry later
             log.error("collector: store write failed for %s batch %d: %s", vehicle, batch.batch_id, exc)
             self.reject(STORE_UNAVAILABLE, exc)
@@ -148,12 +171,21 @@ class Ingest:
             self._after_commit(vehicle, result)
         for first, last in result.stored_ranges:
             ack.stored.add(first=first, last=last)
+        for first, last, reason in result.quarantined:
+            ack.quarantined.add(first=first, last=last, reason=reason)
         ack.contiguous = result.contiguous
         with self._lock:
             self.counts["batches"] += 1
-            self.counts["records"] += len(batch.records)
+            self.counts["records"] += len(good) + len(aside)
             self.counts["inserted"] += result.inserted
             self.counts["duplicates"] += result.duplicates
+            self.counts["conflicts"] += result.conflicts
+            for first, last, reason in result.quarantined:
+                self.counts["quarantined"] += last - first + 1
+                detail = f"{vehicle} seq {first}..{last} (batch {batch.batch_id})"
+                if reason == CONFLICT:
+                    detail += ": a different body than the one held"
+                self.quarantine.reject(reason, detail)
         self._log_progress(vehicle, result)
         return ack
 
@@ -186,6 +218,11 @@ class Ingest:
             )
 
     def stats(self) -> dict[str, object]:
-        """Counters for logs and tests: batches, records, inserted, duplicates, and refusals by reason."""
+        """Counters for logs and tests: batches, records, inserted, duplicates, conflicts,
+        quarantined; batch refusals by reason (``rejects``) and quarantined records by reason."""
         with self._lock:
-            return {**self.counts, "rejects": self.rejects.as_dict()}
+            return {
+                **self.counts,
+                "rejects": self.rejects.as_dict(),
+                "quarantine": self.quarantine.as_dict(),
+            }

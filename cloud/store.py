@@ -1,22 +1,32 @@
-"""The collector's store: records unique on (vehicle, seq), and per-vehicle delivery progress.
+"""The collector's store: records unique on (vehicle, seq), a quarantine beside them, and
+per-vehicle delivery progress.
 
-Progress (which seqs are held, which were explained away by the van's gap records, the highest
-contiguous seq) is kept as merged ranges, in memory and mirrored in the same transaction as the
-records, so a batch costs one ``executemany`` plus a few range rows whatever the vehicle's size.
+Records the ingest could not accept (an absurd time, a body that does not decode, a body that
+contradicts the one already held for its seq) go to the ``quarantine`` table with their reason
+and the bytes as received, unique on (vehicle, seq): kept, never silently dropped, and counted as
+explained in the vehicle's progress so they leave no open gap.
+
+Progress (which seqs are held, explained away by the van's gap records, or quarantined; the
+highest contiguous seq; how many open gaps) is kept as merged ranges (``cloud.spans.Spans``), in
+memory and mirrored in the same transaction as the records, so a batch costs one
+``executemany`` plus O(log n) per range of seqs, whatever the vehicle's size and arrival order.
 ``Store`` is the interface the ingest uses, so a PostgreSQL store can take ``SqliteStore``'s place.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import math
 import sqlite3
 import threading
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cloud.spans import Spans, runs
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import iso_time
@@ -24,13 +34,20 @@ from protocols.records import iso_time
 SEQ_MAX = 2**63 - 1
 """SQLite integers are signed 64-bit: seqs (and gap bounds) above this cannot be stored."""
 
+QUARANTINE = "quarantine"
+"""The ``export`` kind that prints quarantined records."""
+
+CONFLICT = "conflict"
+"""Quarantine reason: a second body for a seq already held (in the store or earlier in the batch)."""
+
 EXPORT_KINDS: dict[str, tuple[str, ...] | None] = {
     **{name: (body,) for body, name in convert.KINDS.items()},
     "events": (),  # record kinds of later issues: accepted, nothing stored under them yet
     "deliveries": (),
     "all": None,
 }
-"""``dropline export --kind`` name -> the record body kinds it prints (None: every kind)."""
+"""``dropline export --kind`` name -> the record body kinds it prints (None: every kind); the
+kind ``quarantine`` prints the quarantine instead."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -41,8 +58,8 @@ CREATE TABLE IF NOT EXISTS records (
     body    BLOB NOT NULL,          -- the serialised dropline.v1.Record, as the van sent it
     PRIMARY KEY (vehicle, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS spans (  -- merged seq ranges per vehicle: 's' held, 'x' explained by gaps
-    vehicle TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS spans (  -- merged seq ranges per vehicle: 's' held, 'x' explained by
+    vehicle TEXT NOT NULL,          -- gaps, 'q' quarantined
     what    TEXT NOT NULL,
     first   INTEGER NOT NULL,
     last    INTEGER NOT NULL,
@@ -58,103 +75,64 @@ CREATE TABLE IF NOT EXISTS vehicles (
     lat_e7      INTEGER,
     lon_e7      INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    vehicle     TEXT NOT NULL,
+    seq         INTEGER,            -- NULL for a seq outside 1..2^63-1 (it is still in the body)
+    kind        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    body        BLOB NOT NULL,      -- the serialised Record if it decoded, else the bytes as received
+    received_ms INTEGER NOT NULL,
+    UNIQUE (vehicle, seq)
+);
 """
 
 
 _INSERT = "INSERT OR IGNORE INTO records (vehicle, seq, kind, time_ms, body) VALUES (?, ?, ?, ?, ?)"
+_QUARANTINE = (
+    "INSERT OR IGNORE INTO quarantine (vehicle, seq, kind, reason, body, received_ms) VALUES (?,?,?,?,?,?)"
+)
+_QUARANTINE_NO_SEQ = (  # no unique key to dedupe on: the same bytes again are the same record again
+    "INSERT INTO quarantine (vehicle, seq, kind, reason, body, received_ms) SELECT ?, NULL, ?, ?, ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM quarantine WHERE vehicle = ? AND seq IS NULL AND body = ?)"
+)
 
 
-class Spans:
-    """Sorted, disjoint, non-touching closed ranges of integers; ``add`` merges in O(log n)."""
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """A record set aside: its seq (as sent, maybe out of range), kind, reason and bytes."""
 
-    __slots__ = ("firsts", "lasts")
-
-    def __init__(self, ranges: Sequence[tuple[int, int]] = ()) -> None:
-        self.firsts: list[int] = []
-        self.lasts: list[int] = []
-        for first, last in sorted(ranges):
-            self.add(first, last)
-
-    def add(self, first: int, last: int) -> tuple[list[int], tuple[int, int]] | None:
-        """Merge [first, last] in; return (firsts of the ranges it replaced, the new range), or None
-        when it was already covered, so the caller can mirror exactly that change elsewhere."""
-        firsts, lasts = self.firsts, self.lasts
-        i = bisect_left(lasts, first - 1)
-        j = bisect_right(firsts, last + 1)
-        if i < j:
-            if j == i + 1 and firsts[i] <= first and last <= lasts[i]:
-                return None
-            first = min(first, firsts[i])
-            last = max(last, lasts[j - 1])
-        replaced = firsts[i:j]
-        firsts[i:j] = [first]
-        lasts[i:j] = [last]
-        return replaced, (first, last)
-
-    def ranges(self) -> list[tuple[int, int]]:
-        return list(zip(self.firsts, self.lasts, strict=True))
-
-    def prefix(self) -> int:
-        """The highest c such that every integer in [1, c] is covered (0 if 1 is not)."""
-        return self.lasts[0] if self.firsts and self.firsts[0] <= 1 else 0
-
-    def hole_count(self, upto: int) -> int:
-        """How many uncovered runs lie in [1, upto], given that ``upto`` itself is covered."""
-        k = bisect_right(self.firsts, upto)
-        if k == 0:
-            return 0
-        return k - 1 + (1 if self.firsts[0] > 1 else 0)
-
-    def holes(self, upto: int, limit: int | None = None) -> list[tuple[int, int]]:
-        """The uncovered runs in [1, upto], lowest first, at most ``limit`` of them."""
-        out: list[tuple[int, int]] = []
-        expect = 1
-        for first, last in zip(self.firsts, self.lasts, strict=True):
-            if first > upto or (limit is not None and len(out) >= limit):
-                break
-            if first > expect:
-                out.append((expect, first - 1))
-            expect = last + 1
-        if expect <= upto and (limit is None or len(out) < limit):
-            out.append((expect, upto))
-        return out
-
-    def minus(self, other: Spans) -> list[tuple[int, int]]:
-        """The parts of these ranges that ``other`` does not cover."""
-        out: list[tuple[int, int]] = []
-        for first, last in zip(self.firsts, self.lasts, strict=True):
-            lo = first
-            j = bisect_left(other.lasts, first)
-            while lo <= last:
-                if j >= len(other.firsts) or other.firsts[j] > last:
-                    out.append((lo, last))
-                    break
-                if other.firsts[j] > lo:
-                    out.append((lo, other.firsts[j] - 1))
-                lo = other.lasts[j] + 1
-                j += 1
-        return out
+    seq: int
+    kind: str
+    reason: str
+    body: bytes
 
 
-def runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted integers (repeats allowed) as inclusive (first, last) runs."""
-    if not seqs:
-        return []
-    out: list[tuple[int, int]] = []
-    first = prev = seqs[0]
-    for s in seqs:
-        if s > prev + 1:
-            out.append((first, prev))
-            first = s
-        prev = s
-    out.append((first, prev))
+def _same_record(a: bytes, b: bytes) -> bool:
+    """Equal bytes, or the same message serialised differently (map entries in another order)."""
+    if a == b:
+        return True
+    try:
+        return pb.Record.FromString(a) == pb.Record.FromString(b)
+    except Exception:  # upb's DecodeError: bytes that do not parse are not the same record
+        return False
+
+
+def reason_ranges(entries: Sequence[tuple[int, str]]) -> list[tuple[int, int, str]]:
+    """(seq, reason) pairs as (first, last, reason) runs of consecutive seqs with one reason."""
+    out: list[tuple[int, int, str]] = []
+    for seq, reason in sorted(set(entries)):
+        if out and out[-1][2] == reason and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq, reason)
+        else:
+            out.append((seq, seq, reason))
     return out
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What one committed batch did. ``stored_ranges`` covers every seq of the batch: each one is
-    in the store now, inserted by this batch or already there."""
+    """What one committed batch did. ``stored_ranges`` covers every seq of the batch that is in the
+    store now with the body the batch carried (inserted by it or already there); ``quarantined``
+    covers the others, with their reason. ``duplicates``: records already held with that body."""
 
     stored_ranges: list[tuple[int, int]]
     contiguous: int
@@ -163,13 +141,17 @@ class WriteResult:
     max_seq: int = 0
     open_gap_count: int = 0
     first_open_gap: tuple[int, int] | None = None
+    quarantined: list[tuple[int, int, str]] = field(default_factory=list)
+    conflicts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class VehicleProgress:
-    """One vehicle's delivery state: every seq <= ``contiguous`` is held or explained by a gap;
-    ``open_gaps`` are missing, unexplained runs below ``max_seq`` (still on their way, or lost);
-    ``explained_gaps`` are missing runs the van said it dropped on purpose."""
+    """One vehicle's delivery state: every seq <= ``contiguous`` is held, explained by a gap or
+    quarantined; ``max_seq`` is the highest seq held or quarantined; ``open_gaps`` are missing,
+    unexplained runs below it (still on their way, or lost); ``explained_gaps`` are missing runs
+    the van said it dropped on purpose; ``quarantined`` runs are held aside (``export --kind
+    quarantine``)."""
 
     vehicle: str
     contiguous: int
@@ -178,6 +160,7 @@ class VehicleProgress:
     open_gaps: list[tuple[int, int]]
     explained_gaps: list[tuple[int, int]]
     position: dict[str, Any] | None = None
+    quarantined: list[tuple[int, int]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -187,6 +170,7 @@ class VehicleProgress:
             "records": self.records,
             "open_gaps": [list(r) for r in self.open_gaps],
             "explained_gaps": [list(r) for r in self.explained_gaps],
+            "quarantined": [list(r) for r in self.quarantined],
         }
         if self.position is not None:
             out["position"] = self.position
@@ -196,10 +180,14 @@ class VehicleProgress:
 class Store(Protocol):
     """Where the collector keeps records. Every method may be called from any thread."""
 
-    def write(self, vehicle: str, records: Sequence[pb.Record]) -> WriteResult:
-        """Insert the records (ignoring any (vehicle, seq) already held) and update the vehicle's
-        progress, in one durable transaction: when this returns, the result may be acknowledged.
-        Callers pass validated records: seq in 1..SEQ_MAX, gap bounds within 1..seq-1."""
+    def write(
+        self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
+    ) -> WriteResult:
+        """Insert the records (a (vehicle, seq) already held with the same body is a duplicate,
+        with another body a conflict, quarantined) and the quarantined ones, and update the
+        vehicle's progress, in one durable transaction: when this returns, the result may be
+        acknowledged. Callers pass validated records: seq in 1..SEQ_MAX, gap bounds within
+        1..seq-1; quarantined seqs may be anything."""
         ...
 
     def vehicles(self) -> list[VehicleProgress]:
@@ -207,8 +195,8 @@ class Store(Protocol):
         ...
 
     def export(self, kind: str, vehicle: str | None = None) -> Iterator[dict[str, Any]]:
-        """Stored records of an ``EXPORT_KINDS`` kind, by vehicle then seq, in export JSON form
-        with ``vehicle`` and ``seq``."""
+        """Stored records of an ``EXPORT_KINDS`` kind (or the quarantine), by vehicle then seq, in
+        export JSON form with ``vehicle`` and ``seq``."""
         ...
 
     def close(self) -> None: ...
@@ -218,9 +206,13 @@ class Store(Protocol):
 class _Vehicle:
     held: Spans = field(default_factory=Spans)
     explained: Spans = field(default_factory=Spans)
-    covered: Spans = field(default_factory=Spans)  # held | explained
+    quarantined: Spans = field(default_factory=Spans)
+    covered: Spans = field(default_factory=Spans)  # held | explained | quarantined
     records: int = 0
     known: bool = False  # a row exists in `vehicles`
+
+    def spans(self, what: str) -> Spans:
+        return self.held if what == "s" else self.explained if what == "x" else self.quarantined
 
 
 def _connect(path: Path, readonly: bool = False, busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
@@ -239,18 +231,26 @@ class SqliteStore:
     """
 
     def __init__(
-        self, path: Path | str, *, cache_mib: int = 64, readonly: bool = False, busy_timeout_ms: int = 30_000
+        self,
+        path: Path | str,
+        *,
+        cache_mib: int = 64,
+        readonly: bool = False,
+        busy_timeout_ms: int = 30_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Open (creating if needed) the store at ``path``; ``readonly`` opens an existing store for
         ``vehicles``/``export`` only and raises sqlite3.DatabaseError if the file is not one.
-        ``busy_timeout_ms``: how long a write waits for another process's lock before failing."""
+        ``busy_timeout_ms``: how long a write waits for another process's lock before failing.
+        ``clock`` stamps quarantined records with their arrival (wall clock, seconds)."""
         self.path = Path(path)
+        self._clock = clock
         self._lock = threading.Lock()
         self._db = _connect(self.path, readonly, busy_timeout_ms)
+        found = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        self._tables = {row[0] for row in found}
         if readonly:
-            found = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            tables = {row[0] for row in found}
-            if not {"records", "spans", "vehicles"} <= tables:
+            if not {"records", "spans", "vehicles"} <= self._tables:
                 self._db.close()
                 raise sqlite3.DatabaseError(f"{self.path} is not a collector store")
         else:
@@ -258,17 +258,21 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA journal_size_limit=67108864")  # WAL shrinks back after checkpoints
             self._db.executescript(_SCHEMA)
+            self._tables.add(QUARANTINE)
         self._db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
         self._cache: dict[str, _Vehicle] = {}
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
     # -- writing --------------------------------------------------------------------------------
 
-    def write(self, vehicle: str, records: Sequence[pb.Record]) -> WriteResult:
+    def write(
+        self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
+    ) -> WriteResult:
         rows: list[tuple[str, int, str, int | None, bytes]] = []
         append = rows.append
-        seqs: list[int] = []
-        add_seq = seqs.append
+        bodies: dict[int, bytes] = {}
+        kinds: dict[int, str] = {}
+        aside = list(quarantine)
         gaps: list[tuple[int, int]] = []
         best: pb.Record | None = None
         best_t = -(2**63)
@@ -277,6 +281,13 @@ class SqliteStore:
         for r in records:
             seq = r.seq
             kind = r.WhichOneof("body")
+            body = r.SerializeToString()
+            earlier = bodies.get(seq)
+            if earlier is not None:  # the same seq twice in one batch
+                if not _same_record(earlier, body):
+                    aside.append(Quarantine(seq, kind or "unknown", CONFLICT, body))
+                continue
+            bodies[seq] = body
             if kind == "fix":
                 t = r.fix.time_ms
                 if t >= best_t:
@@ -288,10 +299,8 @@ class SqliteStore:
                 t = None
             else:
                 t = getattr(r, kind).time_ms
-            append((vehicle, seq, kind, t, r.SerializeToString()))
-            add_seq(seq)
-        seqs.sort()
-        batch_runs = runs(seqs)
+            kinds[seq] = kind
+            append((vehicle, seq, kind, t, body))
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -301,31 +310,67 @@ class SqliteStore:
                 before = db.total_changes
                 db.executemany(_INSERT, rows)
                 inserted = db.total_changes - before
+                held_seqs = sorted(bodies)
+                if inserted < len(rows):  # some seqs were held already: the same body, or a conflict?
+                    clashing = self._conflicts(vehicle, held_seqs, bodies)
+                    for seq in sorted(clashing):
+                        aside.append(Quarantine(seq, kinds[seq], CONFLICT, bodies[seq]))
+                    held_seqs = [s for s in held_seqs if s not in clashing]
                 state.records += inserted
-                for first, last in batch_runs:
-                    self._add_span(vehicle, "s", state.held, first, last)
-                    state.covered.add(first, last)
+                batch_runs = runs(held_seqs)
+                for first, last in runs(sorted(bodies)):
+                    self._add_span(vehicle, "s", state, first, last)
                 for first, last in gaps:
-                    self._add_span(vehicle, "x", state.explained, first, last)
-                    state.covered.add(first, last)
+                    self._add_span(vehicle, "x", state, first, last)
+                self._quarantine(vehicle, state, aside)
                 contiguous = state.covered.prefix()
-                max_seq = state.held.lasts[-1] if state.held.lasts else 0
+                max_seq = state.covered.end()
                 self._save_vehicle(vehicle, state, contiguous, max_seq, best)
                 db.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
-            holes = state.covered.hole_count(max_seq)
-            first_hole = state.covered.holes(max_seq, limit=1) if holes else []
+            holes = state.covered.hole_count()
+            first_hole = state.covered.first_hole()
+        conflicts = sum(1 for q in aside if q.reason == CONFLICT)
         return WriteResult(
             stored_ranges=batch_runs,
             contiguous=contiguous,
             inserted=inserted,
-            duplicates=len(rows) - inserted,
+            duplicates=len(records) - inserted - conflicts,
             max_seq=max_seq,
             open_gap_count=holes,
-            first_open_gap=first_hole[0] if first_hole else None,
+            first_open_gap=first_hole,
+            quarantined=reason_ranges([(q.seq, q.reason) for q in aside]),
+            conflicts=conflicts,
         )
+
+    def _conflicts(self, vehicle: str, seqs: list[int], bodies: dict[int, bytes]) -> set[int]:
+        """The seqs whose held body is not the one this batch carries (one range scan per run)."""
+        out: set[int] = set()
+        query = "SELECT seq, body FROM records WHERE vehicle = ? AND seq BETWEEN ? AND ?"
+        for first, last in runs(seqs):
+            for seq, held in self._db.execute(query, (vehicle, first, last)):
+                if not _same_record(held, bodies[seq]):
+                    out.add(seq)
+        return out
+
+    def _quarantine(self, vehicle: str, state: _Vehicle, aside: list[Quarantine]) -> None:
+        """Keep the records set aside; the ones with a usable seq count as explained."""
+        if not aside:
+            return
+        now_ms = round(self._clock() * 1000)
+        keyed: list[Quarantine] = []
+        unkeyed: list[Quarantine] = []
+        for q in aside:
+            (keyed if 1 <= q.seq <= SEQ_MAX else unkeyed).append(q)
+        self._db.executemany(_QUARANTINE, [(vehicle, q.seq, q.kind, q.reason, q.body, now_ms) for q in keyed])
+        self._db.executemany(
+            _QUARANTINE_NO_SEQ,
+            [(vehicle, q.kind, q.reason, q.body, now_ms, vehicle, q.body) for q in unkeyed],
+        )
+        for first, last in runs(sorted(q.seq for q in keyed if q.reason != CONFLICT)):
+            self._add_span(vehicle, "q", state, first, last)
 
     def _rollback(self) -> None:
         """Undo the transaction and forget the cached ranges, which may hold its changes."""
@@ -352,13 +397,15 @@ class SqliteStore:
             for what, first, last in self._db.execute(
                 "SELECT what, first, last FROM spans WHERE vehicle = ? ORDER BY first", (vehicle,)
             ):
-                (state.held if what == "s" else state.explained).add(first, last)
+                state.spans(what).add(first, last)
                 state.covered.add(first, last)
         self._cache[vehicle] = state
         return state
 
-    def _add_span(self, vehicle: str, what: str, spans: Spans, first: int, last: int) -> None:
-        change = spans.add(first, last)
+    def _add_span(self, vehicle: str, what: str, state: _Vehicle, first: int, last: int) -> None:
+        """Add [first, last] to one kind of range, mirror the change in ``spans``, and to covered."""
+        state.covered.add(first, last)
+        change = state.spans(what).add(first, last)
         if change is None:
             return
         replaced, (new_first, new_last) = change
@@ -399,19 +446,19 @@ class SqliteStore:
         db = _connect(self.path, readonly=True)
         try:
             db.execute("BEGIN")  # one snapshot for both tables
-            spans: dict[str, tuple[Spans, Spans]] = {}
+            spans: dict[str, _Vehicle] = {}
             for vehicle, what, first, last in db.execute(
                 "SELECT vehicle, what, first, last FROM spans ORDER BY vehicle, what, first"
             ):
-                held, explained = spans.setdefault(vehicle, (Spans(), Spans()))
-                (held if what == "s" else explained).add(first, last)
+                state = spans.setdefault(vehicle, _Vehicle())
+                state.spans(what).add(first, last)
             out = []
             for vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7 in db.execute(
                 "SELECT vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7"
                 " FROM vehicles ORDER BY vehicle"
             ):
-                held, explained = spans.get(vehicle, (Spans(), Spans()))
-                covered = Spans(held.ranges() + explained.ranges())
+                state = spans.get(vehicle, _Vehicle())
+                covered = Spans([*state.held, *state.explained, *state.quarantined])
                 position = None
                 if fix_seq is not None:
                     position = {
@@ -427,8 +474,9 @@ class SqliteStore:
                         max_seq=max_seq,
                         records=records,
                         open_gaps=covered.holes(max_seq),
-                        explained_gaps=explained.minus(held),
+                        explained_gaps=Spans(state.explained.minus(state.held)).minus(state.quarantined),
                         position=position,
+                        quarantined=state.quarantined.minus(state.held),
                     )
                 )
             db.execute("COMMIT")
@@ -437,12 +485,15 @@ class SqliteStore:
             db.close()
 
     def export(self, kind: str, vehicle: str | None = None) -> Iterator[dict[str, Any]]:
+        if kind == QUARANTINE:
+            return self._export_quarantine(vehicle)
         if kind in EXPORT_KINDS:
             bodies = EXPORT_KINDS[kind]
         elif kind in convert.KINDS or kind == "unknown":
             bodies = (kind,)
         else:
-            raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(EXPORT_KINDS)}")
+            names = ", ".join([*EXPORT_KINDS, QUARANTINE])
+            raise ValueError(f"unknown kind {kind!r}: use one of {names}")
         return self._export(bodies, vehicle)
 
     def _export(self, bodies: tuple[str, ...] | None, vehicle: str | None) -> Iterator[dict[str, Any]]:
@@ -466,7 +517,37 @@ class SqliteStore:
             for vehicle_id, body in db.execute(sql, params):
                 record.Clear()
                 record.ParseFromString(body)
-                yield {"vehicle": vehicle_id, **convert.to_json(record)}
+                out = {"vehicle": vehicle_id, **convert.to_json(record)}
+                value = out.get("value")
+                if isinstance(value, float) and not math.isfinite(value):
+                    # stored before the ingest quarantined non-finite values: JSON has no NaN
+                    out["value"], out["non_finite"] = None, str(value)
+                yield out
+        finally:
+            db.close()
+
+    def _export_quarantine(self, vehicle: str | None) -> Iterator[dict[str, Any]]:
+        """Quarantined records: ``{vehicle, seq, kind, reason, received, body_base64}``, ``seq``
+        null where the van sent one outside 1..2^63-1."""
+        if QUARANTINE not in self._tables:  # a store written before the quarantine existed
+            return
+        sql = "SELECT vehicle, seq, kind, reason, received_ms, body FROM quarantine"
+        params: list[str] = []
+        if vehicle is not None:
+            sql += " WHERE vehicle = ?"
+            params.append(vehicle)
+        sql += " ORDER BY vehicle, seq"
+        db = _connect(self.path, readonly=True)
+        try:
+            for vehicle_id, seq, kind, reason, received_ms, body in db.execute(sql, params):
+                yield {
+                    "vehicle": vehicle_id,
+                    "seq": seq,
+                    "kind": kind,
+                    "reason": reason,
+                    "received": iso_time(received_ms / 1000),
+                    "body_base64": base64.b64encode(body).decode("ascii"),
+                }
         finally:
             db.close()
 

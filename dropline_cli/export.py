@@ -1,8 +1,11 @@
 """``dropline export``: what the collector stored, as JSON lines, each with ``vehicle`` and ``seq``.
 
 ``--kind vehicles`` prints each vehicle's delivery progress instead: ``{vehicle, contiguous,
-max_seq, records, open_gaps: [[a, b], ...], explained_gaps: [[a, b], ...], position?}``. Reads
-with its own connection, so it works while a collector is writing to the same file.
+max_seq, records, open_gaps: [[a, b], ...], explained_gaps: [[a, b], ...], quarantined: [[a, b],
+...], position?}``. ``--kind quarantine`` prints the records the collector held aside: ``{vehicle,
+seq, kind, reason, received, body_base64}`` (the bytes as the van sent them). Every line is strict
+JSON (no NaN: the collector quarantines non-finite values). Reads with its own connection, so it
+works while a collector is writing to the same file.
 """
 
 from __future__ import annotations
@@ -17,7 +20,18 @@ from protocols.errors import UsageError
 
 HELP = "print what the collector stored, with vehicle and seq"
 EXAMPLE = "dropline export --db collector.db --kind fixes"
-KINDS = ("fixes", "signals", "scans", "alerts", "gaps", "events", "deliveries", "all", "vehicles")
+KINDS = (
+    "fixes",
+    "signals",
+    "scans",
+    "alerts",
+    "gaps",
+    "events",
+    "deliveries",
+    "all",
+    "vehicles",
+    "quarantine",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kind",
         required=True,
         choices=KINDS,
-        help="record kind to print; 'all' prints every record, 'vehicles' the per-vehicle progress. "
+        help="record kind to print; 'all' prints every record, 'vehicles' the per-vehicle progress, "
+        "'quarantine' the records held aside with their reason. "
         "'events' and 'deliveries' are record kinds of later releases: accepted, and empty until the "
         "agent produces them",
     )

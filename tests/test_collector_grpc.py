@@ -1,5 +1,6 @@
 """A real gRPC collector on a free loopback port and real client streams: batches up, acks down;
-hostile batches are answered with a rejected Ack and neither the stream nor other vans suffer."""
+hostile batches are answered with a rejected Ack (a bad record inside a readable batch with a
+quarantine) and neither the stream nor other vans suffer."""
 
 from __future__ import annotations
 
@@ -116,13 +117,16 @@ def test_hostile_batches_do_not_break_the_stream_or_other_vans(
     seq0 = van1.send(
         wire.encode_batch("van-1", 5, [pb.Record(seq=0, fix=pb.Fix(time_ms=T0)).SerializeToString()])
     )
-    assert seq0.rejected and seq0.reason == "bad_seq"
+    assert not seq0.rejected and [(q.first, q.last, q.reason) for q in seq0.quarantined] == [
+        (0, 0, "bad_seq")
+    ]
 
     assert ranges(van1.send(batch("van-1", 101, 100))) == [(101, 200)]
     assert ranges(van2.send(batch("van-2", 101, 100))) == [(101, 200)]
     van1.close()
     van2.close()
-    assert ingest.rejects.as_dict() == {"undecodable": 1, "oversized": 1, "vehicle_mismatch": 1, "bad_seq": 1}
+    assert ingest.rejects.as_dict() == {"undecodable": 1, "oversized": 1, "vehicle_mismatch": 1}
+    assert ingest.quarantine.as_dict() == {"bad_seq": 1}
     assert [(p.vehicle, p.records) for p in ingest.store.vehicles()] == [("van-1", 200), ("van-2", 200)]
 
 
