@@ -55,7 +55,7 @@ class Agent:
         )
         self.core = Core()
         self.events: queue.Queue[Event] = queue.Queue(maxsize=10_000)
-        self.drivers = sources.build_drivers(config)
+        self.drivers = [source.driver() for source in sources.build_sources(config)]
         factory = transport_factory(config)
         up = config.uplink
         self.uplink = (

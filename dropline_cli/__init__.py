@@ -46,6 +46,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "print what the collector stored, with vehicle and seq",
         "dropline export --db collector.db --kind fixes",
     ),
+    ("replay",): (
+        "dropline_cli.replay",
+        "the core on recorded files merged by event time: the records the agent would commit",
+        "dropline replay --config examples/replay.toml",
+    ),
     ("demo",): (
         "dropline_cli.demo",
         "a van replaying a recorded drive, CAN log and scans into a local collector",

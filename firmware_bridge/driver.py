@@ -5,6 +5,10 @@ to ``timeout`` seconds and return the readings that arrived, possibly none) and 
 ``DeviceError`` (or ``OSError``) from them means the device went away: the loop closes it,
 waits with exponential backoff and opens it again, for as long as the driver runs. Readings go to
 a sink, a plain callable, from the driver's own thread.
+
+Any other exception escaping the read loop is a bug, not a device fault; it must not leave the
+van without the device either: the loop logs it with its traceback, counts it in ``restarts``,
+tells ``on_restart`` (the shell records it) and starts over with the same backoff.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from protocols.rejects import Rejects
 
 T = TypeVar("T")
 Sink = Callable[[T], None]
+RestartHook = Callable[[str, BaseException, int], None]
+"""``(driver name, the exception, restarts so far)``, called from the driver's thread."""
 
 log = logging.getLogger("dropline.driver")
 
@@ -33,6 +39,8 @@ class Driver(ABC, Generic[T]):
         self.name = name
         self.rejects = Rejects(name)
         self.reconnects = 0
+        self.restarts = 0
+        self.on_restart: RestartHook | None = None
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -60,25 +68,38 @@ class Driver(ABC, Generic[T]):
         delay = self._backoff_initial
         while not self._stop.is_set():
             try:
-                self._open()
+                self._session(sink)
+                delay = self._backoff_initial
             except (DeviceError, OSError) as exc:
                 log.info("%s: cannot open (%s); retrying in %.1f s", self.name, exc, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._backoff_max)
+            except Exception as exc:
+                self.restarts += 1
+                log.exception("%s: driver failed (restart %d); restarting", self.name, self.restarts)
+                if self.on_restart is not None:
+                    self.on_restart(self.name, exc, self.restarts)
+            else:
                 continue
-            self.connected.set()
-            delay = self._backoff_initial
+            self._stop.wait(delay)
+            delay = min(delay * 2, self._backoff_max)
+
+    def _session(self, sink: Sink[T]) -> None:
+        """Open, read until stopped or the device goes away, close. A device lost after opening
+        returns normally (reconnect at once); a failure to open and any bug propagate."""
+        self._open()
+        self.connected.set()
+        try:
+            while not self._stop.is_set():
+                for reading in self._read(0.2):
+                    sink(reading)
+        except (DeviceError, OSError) as exc:
+            log.warning("%s: device lost (%s); reconnecting", self.name, exc)
+            self.reconnects += 1
+        finally:
+            self.connected.clear()
             try:
-                while not self._stop.is_set():
-                    for reading in self._read(0.2):
-                        sink(reading)
-            except (DeviceError, OSError) as exc:
-                log.warning("%s: device lost (%s); reconnecting", self.name, exc)
-                self.reconnects += 1
-            finally:
-                self.connected.clear()
                 for reading in self._flush():
                     sink(reading)
+            finally:
                 self._close()
 
     def start(self, sink: Sink[T]) -> threading.Thread:

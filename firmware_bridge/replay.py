@@ -1,14 +1,20 @@
 """Replay of recorded readings through the ordinary driver interface: the demo, the van
-simulator and the fault tests drive the real agent with real captures this way.
+simulator and the fault tests drive the real agent with real captures this way. Also the reader
+of scan files, timed or not, which ``dropline replay`` shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from firmware_bridge.driver import Driver
+from firmware_bridge.scanner.lines import MAX_LINE, LineAssembler, Overlong, UnreadableLine, decode_line
+from firmware_bridge.scanner.parse import parse_scan
+from protocols.records import Scan, parse_iso_time
+from protocols.rejects import Rejects
 
 T = TypeVar("T")
 
@@ -69,3 +75,60 @@ class ReplayDriver(Driver[T]):
     @property
     def finished(self) -> bool:
         return bool(self._readings) and self._pos >= len(self._readings) * self._repeat
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanLine:
+    """One readable line of a scan file: its 1-based line number, its time (``None`` when the
+    line is untimed) and the scan (whose ``time`` is the line's, or 0.0 when untimed)."""
+
+    number: int
+    time: float | None
+    scan: Scan
+
+
+def parse_scan_line(text: str, number: int) -> ScanLine:
+    """``TIME<TAB>RAW`` (TIME ISO 8601, UTC when it names no zone) or ``RAW`` (untimed: a line
+    without a tab). Raises ``UnreadableLine`` (``bad_time``) when the text before the first tab is
+    not a time; the raw part is parsed as a scanner line and never rejected."""
+    stamp, tab, raw = text.partition("\t")
+    if not tab:
+        return ScanLine(number, None, parse_scan(text, 0.0))
+    try:
+        t = parse_iso_time(stamp.strip())
+    except (ValueError, OverflowError):
+        raise UnreadableLine("bad_time", text.encode("utf-8", "replace")) from None
+    return ScanLine(number, t, parse_scan(raw, t))
+
+
+def read_scan_file(path: Path, rejects: Rejects, max_line: int = MAX_LINE) -> Iterator[ScanLine]:
+    """Every readable line of a scan file, streamed; unreadable lines (``overlong``, ``nul``,
+    ``invalid_utf8``, ``control``, ``bad_time``) are counted in ``rejects`` and skipped, empty
+    lines skipped. Line ends are CR, LF or CRLF only (GS, the FNC1 separator, is data)."""
+    assembler = LineAssembler(max_line)
+    number = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            for item in assembler.feed(chunk):
+                number += 1
+                line = _scan_line(item, number, rejects)
+                if line is not None:
+                    yield line
+    rest = assembler.finish()
+    if rest is not None:
+        line = _scan_line(rest, number + 1, rejects)
+        if line is not None:
+            yield line
+
+
+def _scan_line(item: bytes | Overlong, number: int, rejects: Rejects) -> ScanLine | None:
+    if isinstance(item, Overlong):
+        rejects.reject("overlong", f"line {number}: {item.length}+ bytes")
+        return None
+    if not item:
+        return None
+    try:
+        return parse_scan_line(decode_line(item), number)
+    except UnreadableLine as exc:
+        rejects.reject(exc.reason, f"line {number}: {exc.line[:80]!r}")
+        return None
