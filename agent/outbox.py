@@ -262,8 +262,8 @@ class Outbox:
         self._check_path()
         # One group commit must not overshoot a small budget (or a small filesystem) by much.
         fs = os.statvfs(self.path.parent)
-        fs_bytes = fs.f_blocks * fs.f_frsize
-        self._max_pending_bytes = max(4096, min(4 << 20, disk_budget_bytes // 8, fs_bytes // 16))
+        self._fs_bytes = fs.f_blocks * fs.f_frsize
+        self._max_pending_bytes = max(4096, min(4 << 20, disk_budget_bytes // 8, self._fs_bytes // 16))
         self._reserve = Path(str(self.path) + ".reserve")
         self._mark = SeqMark(self.path.with_name(self.path.name + ".seq"))
         self.stats = OutboxStats()
@@ -304,7 +304,7 @@ class Outbox:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             # The WAL is part of the footprint: checkpoint and truncate it well inside the budget.
-            wal_limit = min(4 << 20, self.disk_budget_bytes // 4)
+            wal_limit = min(4 << 20, self.disk_budget_bytes // 4, self._fs_bytes // 16)
             db.execute(f"PRAGMA journal_size_limit={wal_limit}")
             db.execute(f"PRAGMA wal_autocheckpoint={max(16, wal_limit // 4096)}")
             columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
@@ -445,7 +445,12 @@ class Outbox:
                     self._db.execute(f"PRAGMA busy_timeout={_RETRY_BUSY_MS}")
                 self._commit_pending()
                 self._note_recovery(stalled)
-                self._enforce_budget()  # may queue a gap record
+                try:
+                    self._enforce_budget()  # may queue a gap record
+                except _Stalled as exc:
+                    if exc.kind != "outbox_disk_full":
+                        raise
+                    self._make_room(self._fs_bytes // 16)
                 self._commit_pending()
             except _Stalled as exc:
                 self._stall(exc)
@@ -464,7 +469,7 @@ class Outbox:
             except _Stalled as exc:
                 if exc.kind != "outbox_disk_full":
                     raise
-                if self._make_room(self._pending_bytes * 2):
+                if self._make_room(max(self._pending_bytes * 2, self._fs_bytes // 16)):
                     continue
                 if not self._drop_pending_telemetry():
                     raise
@@ -662,21 +667,23 @@ class Outbox:
             self._acked = self._acked - n if n == _EVICT_STEP else self._db_count_acked()
         first = last = 0
         oldest = "SELECT seq FROM records WHERE priority = 0 AND acked = 0 ORDER BY seq LIMIT ?"
-        while not enough():
-            seqs = [r[0] for r in self._db.execute(oldest, (_EVICT_STEP,))]
-            if not seqs:
-                log.error("outbox: only priority records left to evict (%d bytes)", self._used_bytes())
-                break
-            sql = "DELETE FROM records WHERE priority = 0 AND acked = 0 AND seq BETWEEN ? AND ?"
-            n = self._write_step(sql, seqs[0], seqs[-1], shrink=shrink)
-            deleted += n
-            self.stats.evicted += n
-            first, last = first or seqs[0], seqs[-1]
-        if deleted and not shrink:
-            self._write_step("PRAGMA incremental_vacuum")
-        if first:
-            log.warning("%s: evicted telemetry seq %d..%d", reason, first, last)
-            self._queue_gap(Gap(self._wall_clock(), first, last, reason))
+        try:
+            while not enough():
+                seqs = [r[0] for r in self._db.execute(oldest, (_EVICT_STEP,))]
+                if not seqs:
+                    log.error("outbox: only priority records left to evict (%d bytes)", self._used_bytes())
+                    break
+                sql = "DELETE FROM records WHERE priority = 0 AND acked = 0 AND seq BETWEEN ? AND ?"
+                n = self._write_step(sql, seqs[0], seqs[-1], shrink=shrink)
+                deleted += n
+                self.stats.evicted += n
+                first, last = first or seqs[0], seqs[-1]
+            if deleted and not shrink:
+                self._write_step("PRAGMA incremental_vacuum")
+        finally:  # a step that failed deleted nothing; what earlier steps deleted is reported
+            if first:
+                log.warning("%s: evicted telemetry seq %d..%d", reason, first, last)
+                self._queue_gap(Gap(self._wall_clock(), first, last, reason))
         return deleted
 
     def _write_step(self, sql: str, *args: object, shrink: bool = False) -> int:
@@ -686,7 +693,9 @@ class Outbox:
 
         def step() -> None:
             nonlocal n
-            n = self._db.execute(sql, args).rowcount
+            cursor = self._db.execute(sql, args)
+            cursor.fetchall()  # a PRAGMA does its work row by row
+            n = cursor.rowcount
             if shrink:
                 self._db.execute("PRAGMA incremental_vacuum").fetchall()
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
