@@ -319,12 +319,16 @@ class Outbox:
     def _open_or_reset(self) -> sqlite3.Connection:
         try:
             db = self._connect()
-            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-            if verdict != "ok":
+            try:
+                verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+                if verdict == "ok":
+                    self._migrate(db)
+                    return db
+            except BaseException:
                 db.close()
-                return self._reset(f"quick_check: {verdict}")
-            self._migrate(db)
-            return db
+                raise
+            db.close()
+            return self._reset(f"quick_check: {verdict}")
         except sqlite3.Error as exc:
             if _is_corrupt(exc):
                 return self._reset(str(exc))
