@@ -1,28 +1,41 @@
-"""The imperative shell of the van agent: drivers -> core -> outbox -> uplink.
+"""The imperative shell of the van agent: drivers -> time base -> reorder window -> core ->
+outbox -> uplink.
 
-Drivers run in their own threads and put readings on one queue; this loop is the only caller
-of the core and the outbox's writer. It injects time (``Tick``) from the shell's clock once a
-second and runs the outbox's group commit. The uplink runs in its own thread.
+Drivers run in their own threads and hand readings over with their arrival times (monotonic and
+wall clock, read together). This loop is the only caller of the core and the outbox's writer: it
+puts every reading on GNSS time (``agent/timebase.py``), holds it in a reorder window of
+``REORDER_S`` seconds of corrected time (``agent/reorder.py``) and releases it to the core in
+event-time order. Once a second it injects a ``Tick`` at the window's horizon on the corrected
+clock, so timers ("GPS lost") fire when nothing arrives; before the first fix there is no
+corrected clock and no tick. Effects the core asks for run on a worker (``agent/effects.py``);
+their results, downlink documents and driver restarts come back as events like readings.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent import sources
 from agent.config import AgentConfig
 from agent.core import Core
+from agent.effects import EffectRunner, Handler
+from agent.events import CoreEvent, Document, DriverRestarted
 from agent.outbox import Outbox
+from agent.reorder import ReorderWindow
+from agent.timebase import Arrival, Clock, TimeBase
 from agent.uplink import Backoff, Transport, Uplink
-from protocols.records import Event, Tick
+from protocols.records import Tick
 
 log = logging.getLogger("dropline.agent")
+
+REORDER_S = 0.5
+"""How long (corrected time) an event waits for earlier ones from slower driver threads."""
 
 
 def transport_factory(config: AgentConfig) -> Callable[[], Transport] | None:
@@ -40,9 +53,21 @@ def transport_factory(config: AgentConfig) -> Callable[[], Transport] | None:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, wall_clock: Callable[[], float] = time.time) -> None:
+    """The live van. ``core`` and ``effect_handlers`` default to the van's own; tests pass theirs.
+    ``wall_clock`` and ``mono_clock`` are read only here (and by the outbox), never in the core."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        wall_clock: Callable[[], float] = time.time,
+        *,
+        mono_clock: Callable[[], float] = time.monotonic,
+        core: Core | None = None,
+        effect_handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.config = config
         self._clock = wall_clock
+        self._mono = mono_clock
         ob = config.outbox
         ob.path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
@@ -53,9 +78,13 @@ class Agent:
             newest_first=config.uplink.order == "newest-first",
             wall_clock=wall_clock,
         )
-        self.core = Core()
-        self.events: queue.Queue[Event] = queue.Queue(maxsize=10_000)
-        self.drivers = [source.driver() for source in sources.build_sources(config)]
+        self.core = core if core is not None else Core()
+        self.inbox: queue.Queue[tuple[CoreEvent, Clock, Arrival]] = queue.Queue(maxsize=10_000)
+        self.timebase: TimeBase[CoreEvent] = TimeBase()
+        self.window: ReorderWindow[CoreEvent] = ReorderWindow(REORDER_S)
+        self.sources = sources.build_sources(config)
+        self.drivers = [source.driver() for source in self.sources]
+        self.effects = EffectRunner(effect_handlers or {}, lambda r: self._arrive(Clock.ARRIVAL, r))
         factory = transport_factory(config)
         up = config.uplink
         self.uplink = (
@@ -77,9 +106,11 @@ class Agent:
         self.handled = 0
 
     def run(self) -> None:
-        """Until ``stop_requested``: feed events to the core, persist its records."""
-        for driver in self.drivers:
-            driver.start(self.events.put)
+        """Until ``stop_requested``: feed events to the core in event-time order, persist its records."""
+        for source, driver in zip(self.sources, self.drivers, strict=True):
+            driver.on_restart = self._driver_restarted
+            driver.start(functools.partial(self._arrive, source.clock))
+        self.effects.start()
         if self.uplink:
             self.uplink.start()
         log.info(
@@ -88,33 +119,65 @@ class Agent:
             len(self.drivers),
             self.config.uplink.transport,
         )
-        next_tick = self._clock() + 1.0
+        next_tick = self._mono() + 1.0
         try:
             while not self.stop_requested.is_set():
-                with contextlib.suppress(queue.Empty):
-                    self._handle(self.events.get(timeout=0.1))
-                now = self._clock()
-                if now >= next_tick:
-                    self._handle(Tick(now))
-                    next_tick = now + 1.0
+                try:
+                    self._place(self.inbox.get(timeout=0.1))
+                    for _ in range(256):  # take what else is waiting before releasing
+                        self._place(self.inbox.get_nowait())
+                except queue.Empty:
+                    pass
+                mono = self._mono()
+                now = self.timebase.now(mono)
+                if now is not None:
+                    for event in self.window.release(now):
+                        self._handle(event)
+                    if mono >= next_tick:
+                        self._handle(Tick(now - REORDER_S))
+                        next_tick = mono + 1.0
                 self.outbox.tick()
         finally:
             self.shutdown()
 
-    def _handle(self, event: Event) -> None:
-        for record in self.core.handle(event).records:
+    def submit_document(self, kind: str, body: bytes) -> None:
+        """A downlink document received (any thread): it reaches the core as an event."""
+        self._arrive(Clock.ARRIVAL, Document(0.0, kind, body))
+
+    def _arrive(self, clock: Clock, event: CoreEvent) -> None:
+        self.inbox.put((event, clock, Arrival(self._mono(), self._clock())))
+
+    def _driver_restarted(self, name: str, exc: BaseException, restarts: int) -> None:
+        self._arrive(Clock.ARRIVAL, DriverRestarted(0.0, name, f"{type(exc).__name__}: {exc}", restarts))
+
+    def _place(self, item: tuple[CoreEvent, Clock, Arrival]) -> None:
+        for event in self.timebase.place(*item):
+            for early in self.window.push(event):
+                self._handle(early)
+
+    def _handle(self, event: CoreEvent) -> None:
+        out = self.core.handle(event)
+        for record in out.records:
             self.outbox.append(record)
+        for effect in out.effects:
+            self.effects.submit(effect)
         self.handled += 1
 
     def shutdown(self) -> None:
-        """Stop the drivers, persist what they delivered, then stop the uplink."""
+        """Stop the drivers and effects, persist everything they delivered, then stop the uplink.
+        Readings still waiting for a first fix are stamped on the wall clock: the best left."""
         for driver in self.drivers:
             driver.stop()
+        self.effects.stop()
         while True:
             try:
-                self._handle(self.events.get_nowait())
+                self._place(self.inbox.get_nowait())
             except queue.Empty:
                 break
+        for event in self.timebase.flush(self._clock() - self._mono()):
+            self.window.push(event)
+        for event in self.window.drain():
+            self._handle(event)
         self.outbox.flush()
         if self.uplink:
             self.uplink.stop()
@@ -123,7 +186,14 @@ class Agent:
     def status(self) -> dict[str, Any]:
         return {
             "handled": self.handled,
+            "late_events": self.window.late,
+            "timebase": {
+                "offset": self.timebase.offset,
+                "suspect_stamps": self.timebase.suspect_stamps,
+                "dropped_unsynced": self.timebase.dropped_unsynced,
+            },
             "outbox": vars(self.outbox.stats),
             "uplink": vars(self.uplink.stats) if self.uplink else None,
             "rejects": {d.name: d.rejects.as_dict() for d in self.drivers},
+            "restarts": {d.name: d.restarts for d in self.drivers},
         }

@@ -114,6 +114,19 @@ class TimeBase(Generic[T]):
             return []
         return [_restamped(reading, mono + offset)]
 
+    def flush(self, fallback_offset: float) -> list[T]:
+        """Held readings released with ``fallback_offset`` when no fix ever came (shutdown): the
+        shell passes wall clock minus monotonic clock, the best time left."""
+        if not self.held:
+            return []
+        if self.offset is None:
+            self._observations.append(fallback_offset)
+            try:
+                return self._release()
+            finally:
+                self._observations.clear()
+        return self._release()
+
     def _hold(self, reading: T, mono: float) -> None:
         self._order += 1
         held = _Held(mono, self._order, reading)
