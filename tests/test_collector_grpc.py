@@ -5,6 +5,8 @@ quarantine) and neither the stream nor other vans suffer."""
 from __future__ import annotations
 
 import queue
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from cloud.grpc_server import serve_grpc, stream_method
+from cloud.grpc_server import StreamLimits, peer_address, serve_grpc, stream_method
 from cloud.ingest import Ingest, Limits
 from cloud.store import SqliteStore
 from protocols import wire
@@ -59,7 +61,7 @@ def collector(tmp_path: Path) -> Iterator[tuple[str, Ingest]]:
     store = SqliteStore(tmp_path / "collector.db")
     ingest = Ingest(store, Limits(max_bytes=256 * 1024, max_records=5000))
     addr = f"127.0.0.1:{free_port()}"
-    server = serve_grpc(ingest, addr)
+    server = serve_grpc(ingest, addr, limits=StreamLimits(per_peer=32))  # every test van is 127.0.0.1
     try:
         yield addr, ingest
     finally:
@@ -158,3 +160,86 @@ def test_many_vans_at_once(collector: tuple[str, Ingest], channel: grpc.Channel)
         van.close()
     progress = collector[1].store.vehicles()
     assert len(progress) == 20 and all(p.contiguous == 150 and p.records == 150 for p in progress)
+
+
+# -- hostile clients: idle streams --------------------------------------------------------------
+
+
+def _idle_requests(stop: threading.Event) -> Iterator[bytes]:
+    stop.wait(120)  # a stream that never sends a batch
+    return
+    yield b""
+
+
+def _ack_within(channel: grpc.Channel, data: bytes, deadline_s: float) -> pb.Ack:
+    """Send one batch as a van does: a new stream, retried after a failure, until the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            downlinks = stream_method(channel)(iter([data]), timeout=max(0.1, deadline - time.monotonic()))
+            ack: pb.Ack = next(iter(downlinks)).ack
+            return ack
+        except grpc.RpcError as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no ack within {deadline_s} s: {exc.code()}") from exc
+            time.sleep(0.2)
+
+
+def test_200_idle_streams_from_one_client_do_not_lock_a_van_out(tmp_path: Path) -> None:
+    """One client holds 200 streams open and sends nothing (128 used to lock every van out with
+    RESOURCE_EXHAUSTED until they went away). A van on its own connection is still acked at once:
+    the idle streams are ended to make room, and those from one address are capped."""
+    store = SqliteStore(tmp_path / "c.db")
+    ingest = Ingest(store)
+    addr = f"127.0.0.1:{free_port()}"
+    server = serve_grpc(ingest, addr)  # the production limits: 128 streams, 16 per address
+    stop = threading.Event()
+    try:
+        own = [("grpc.use_local_subchannel_pool", 1)]  # two processes' connections, not one shared
+        with (
+            grpc.insecure_channel(addr, options=own) as hostile,
+            grpc.insecure_channel(addr, options=own) as van,
+        ):
+            calls = [stream_method(hostile)(_idle_requests(stop)) for _ in range(200)]
+            per_peer = StreamLimits().per_peer
+            deadline = time.monotonic() + 30
+            while server.streams.opened < per_peer:  # the client holds all the server lets it hold
+                assert time.monotonic() < deadline, f"only {server.streams.opened} streams arrived"
+                time.sleep(0.05)
+            assert len(server.streams) == per_peer  # the rest wait in the client's own queue
+            ack = _ack_within(van, batch("van-1", 1, 10), deadline_s=5.0)
+            assert ranges(ack) == [(1, 10)] and not ack.rejected
+            for call in calls:
+                call.cancel()
+    finally:
+        stop.set()
+        server.stop(1).wait()
+        store.close()
+
+
+def test_a_stream_idle_too_long_is_ended_and_the_van_reconnects(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    ingest = Ingest(store)
+    addr = f"127.0.0.1:{free_port()}"
+    server = serve_grpc(ingest, addr, limits=StreamLimits(idle_s=1.0))
+    try:
+        with grpc.insecure_channel(addr) as channel:
+            van = Van(channel)
+            assert ranges(van.send(batch("van-1", 1, 10))) == [(1, 10)]
+            with pytest.raises(grpc.RpcError) as ended:  # no batch for a second: the server ends it
+                next(van.responses)
+            assert ended.value.code() == grpc.StatusCode.CANCELLED
+            assert server.streams.counts["idle"] == 1 and len(server.streams) == 0
+            again = Van(channel)  # the van has data again: a new stream
+            assert ranges(again.send(batch("van-1", 11, 10))) == [(11, 20)]
+            again.close()
+            van.close()
+    finally:
+        server.stop(1).wait()
+        store.close()
+
+
+def test_peer_address_ignores_the_port() -> None:
+    assert peer_address("ipv4:10.0.0.7:51234") == "ipv4:10.0.0.7"
+    assert peer_address("ipv6:[::1]:40000") == "ipv6:[::1]"
+    assert peer_address("unix:/tmp/s") == "unix:/tmp/s"
