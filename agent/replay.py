@@ -122,16 +122,9 @@ class Replay:
 
 
 def export_rows(records: Iterable[Record]) -> Iterator[dict[str, Any]]:
-    """The export form (``dropline export``) of each record, numbered 1.. in commit order.
-
-    Protobuf maps (a scan's ``fields``, an alert's ``attrs``) iterate in an order that changes
-    from process to process, so they are put in key order here: byte-identical output needs it."""
+    """The export form (``dropline export``) of each record, numbered 1.. in commit order."""
     for seq, record in enumerate(records, start=1):
-        row = to_json(to_pb(seq, record))
-        for key in ("fields", "attrs"):
-            if key in row:
-                row[key] = dict(sorted(row[key].items()))
-        yield row
+        yield to_json(to_pb(seq, record))
 
 
 def _anchored(readings: Iterator[Recorded], anchor: float | None) -> Iterator[Reading]:

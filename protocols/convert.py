@@ -100,7 +100,9 @@ def time_ms_of(record: pb.Record) -> int | None:
 
 
 def to_json(record: pb.Record) -> dict[str, Any]:
-    """The export form: ``seq`` plus the body's fields in the units of ``dropline decode``."""
+    """The export form: ``seq`` plus the body's fields in the units of ``dropline decode``.
+    Maps (a scan's ``fields``, an alert's ``attrs``) come in key order: protobuf iterates them
+    in an order that changes from process to process, and replays must be byte-identical."""
     body = kind_of(record)
     out: dict[str, Any] = {"seq": record.seq, "kind": body}
     if body == "fix":
@@ -120,7 +122,12 @@ def to_json(record: pb.Record) -> dict[str, Any]:
         out.update(t=record.signal.time_ms / 1000, signal=record.signal.name, value=record.signal.value)
     elif body == "scan":
         s = record.scan
-        out.update(time=iso_time(s.time_ms / 1000), raw=s.raw, scan_kind=s.kind, fields=dict(s.fields))
+        out.update(
+            time=iso_time(s.time_ms / 1000),
+            raw=s.raw,
+            scan_kind=s.kind,
+            fields=dict(sorted(s.fields.items())),
+        )
         if s.symbology:
             out["symbology"] = s.symbology
     elif body == "alert":
@@ -130,7 +137,7 @@ def to_json(record: pb.Record) -> dict[str, Any]:
             code=a.code,
             severity=a.severity,
             message=a.message,
-            attrs=dict(a.attrs),
+            attrs=dict(sorted(a.attrs.items())),
         )
     elif body == "gap":
         out.update(from_seq=record.gap.from_seq, to_seq=record.gap.to_seq, reason=record.gap.reason)
