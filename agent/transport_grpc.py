@@ -1,4 +1,5 @@
-"""The gRPC uplink transport: one bidirectional ``Uplink.Stream`` call, batches up, acks down.
+"""The gRPC uplink transport: one bidirectional ``Uplink.Stream`` call, batches up, acks and
+documents down (``Downlink`` messages).
 
 Batches are already encoded by the outbox and ``protocols.wire``, so they go out as raw bytes
 (identity serializer). HTTP/2 keep-alive pings notice a black-holed link within about twice
@@ -17,8 +18,8 @@ import grpc
 from agent.uplink import drain
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import TransportError
+from protocols.grpc_method import STREAM_METHOD
 
-METHOD = "/dropline.v1.Uplink/Stream"
 _CLOSE = b""
 
 
@@ -37,7 +38,7 @@ class GrpcTransport:
         ]
         self._channel: grpc.Channel | None = None
         self._outgoing: queue.Queue[bytes] = queue.Queue(maxsize=64)
-        self._acks: queue.Queue[pb.Ack] = queue.Queue()
+        self._downlink: queue.Queue[pb.Downlink] = queue.Queue()
         self._error: str | None = None
         self._done = threading.Event()
         self._call: grpc.Future | None = None
@@ -49,11 +50,11 @@ class GrpcTransport:
         except grpc.FutureTimeoutError as exc:
             raise TransportError(f"gRPC collector {self.target} not reachable in {timeout:.0f} s") from exc
         stream = self._channel.stream_stream(
-            METHOD, request_serializer=lambda b: b, response_deserializer=pb.Downlink.FromString
+            STREAM_METHOD, request_serializer=lambda b: b, response_deserializer=pb.Downlink.FromString
         )
         responses = stream(self._requests())
         self._call = responses
-        threading.Thread(target=self._read_acks, args=(responses,), name="grpc-acks", daemon=True).start()
+        threading.Thread(target=self._read, args=(responses,), name="grpc-downlink", daemon=True).start()
 
     def _requests(self) -> Iterator[bytes]:
         while True:
@@ -62,11 +63,10 @@ class GrpcTransport:
                 return
             yield item
 
-    def _read_acks(self, responses: Iterator[pb.Downlink]) -> None:
+    def _read(self, responses: Iterator[pb.Downlink]) -> None:
         try:
-            for down in responses:
-                if down.HasField("ack"):
-                    self._acks.put(down.ack)
+            for message in responses:
+                self._downlink.put(message)
             self._error = "collector closed the stream"
         except grpc.RpcError as exc:
             self._error = f"gRPC stream broke: {exc.code()} {exc.details()}"
@@ -86,11 +86,8 @@ class GrpcTransport:
             except queue.Full:
                 continue
 
-    def acks(self, timeout: float) -> list[pb.Ack]:
-        return drain(self._acks, timeout, self._check)
-
-    def collector_restarted(self) -> bool:
-        return False  # the stream ends with the collector: the uplink reconnects and resends
+    def receive(self, timeout: float) -> list[pb.Downlink]:
+        return drain(self._downlink, timeout, self._check)
 
     def close(self) -> None:
         with contextlib.suppress(queue.Full):

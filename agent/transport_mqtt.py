@@ -1,5 +1,6 @@
 """The MQTT uplink transport: batches published QoS 1 to ``dropline/v1/<vehicle>/telemetry``,
-the collector's end-to-end acks read from ``dropline/v1/<vehicle>/ack``.
+the collector's end-to-end acks read from ``dropline/v1/<vehicle>/ack`` and fleet documents
+from ``dropline/v1/<vehicle>/documents``, all handed to the uplink as ``Downlink`` messages.
 
 A broker's PUBACK only means the broker has the batch; the record leaves the outbox on the
 collector's ack. Each connection is a fresh paho client with a clean session: after any drop
@@ -34,12 +35,12 @@ class MqttTransport:
         self.keepalive = max(1, round(keepalive_s))
         self._telemetry = topics.topic(vehicle, topics.TELEMETRY)
         self._ack_topic = topics.topic(vehicle, topics.ACK)
-        self._acks: queue.Queue[pb.Ack] = queue.Queue()
+        self._documents_topic = topics.topic(vehicle, topics.DOCUMENTS)
+        self._downlink: queue.Queue[pb.Downlink] = queue.Queue()
         self._ready = threading.Event()
         self._down = threading.Event()
-        self._collector_online = threading.Event()
         self._error = ""
-        self.bad_acks = 0
+        self.bad_messages = 0
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"dropline-van-{vehicle}-{uuid.uuid4().hex[:8]}",
@@ -60,7 +61,7 @@ class MqttTransport:
             self._error = f"broker refused: {reason}"
             self._down.set()
             return
-        client.subscribe([(self._ack_topic, 1), (topics.COLLECTORS, 1)])
+        client.subscribe([(self._ack_topic, 1), (self._documents_topic, 1), (topics.COLLECTORS, 1)])
         self._ready.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -69,12 +70,15 @@ class MqttTransport:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == topics.COLLECTORS:
-            self._collector_online.set()
+            self._downlink.put(pb.Downlink(collector_online=True))
             return
         try:
-            self._acks.put(pb.Ack.FromString(bytes(message.payload)))
-        except Exception:  # a garbage ack is counted, never trusted
-            self.bad_acks += 1
+            if message.topic == self._documents_topic:
+                self._downlink.put(pb.Downlink(document=pb.Document.FromString(bytes(message.payload))))
+            else:
+                self._downlink.put(pb.Downlink(ack=pb.Ack.FromString(bytes(message.payload))))
+        except Exception:  # a garbage message is counted, never trusted
+            self.bad_messages += 1
 
     def connect(self, timeout: float) -> None:
         try:
@@ -99,14 +103,8 @@ class MqttTransport:
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             raise TransportError("paho queue full: the broker is not taking messages")
 
-    def acks(self, timeout: float) -> list[pb.Ack]:
-        return drain(self._acks, timeout, self._check)
-
-    def collector_restarted(self) -> bool:
-        if not self._collector_online.is_set():
-            return False
-        self._collector_online.clear()
-        return True
+    def receive(self, timeout: float) -> list[pb.Downlink]:
+        return drain(self._downlink, timeout, self._check)
 
     def close(self) -> None:
         self._client.disconnect()

@@ -1,10 +1,16 @@
-"""Moves committed records from the outbox to the collector and marks them stored on its ack.
+"""Moves committed records from the outbox to the collector, settles them on its acks, and
+hands the documents that come down the same link to the agent.
 
-The outbox, not the transport, is the source of truth: on any reconnect or ack timeout the
-uplink rewinds the outbox and sends every unacknowledged record again (the collector drops the
-duplicates). It keeps at most ``window`` batches unacknowledged, so a slow collector slows the
-van's upload instead of filling memory, and it never relies on a transport's own session or
-retry state (paho keeps its session in memory and overruns its in-flight limit on reconnect).
+The outbox, not the transport, is the source of truth: every batch is an outbox transaction,
+accepted by the collector's end-to-end ack or released (offered again) on a reconnect, an ack
+timeout or a transient failure; the collector drops the duplicates. At most ``window`` batches
+are unacknowledged, so a slow collector slows the van's upload instead of filling memory, and the
+uplink never relies on a transport's own session or retry state (paho keeps its session in
+memory and overruns its in-flight limit on reconnect).
+
+Nothing is discarded because of a neighbour: the collector judges every record on its own and
+quarantines the ones it cannot store, and a batch it cannot read as a whole is split in halves
+and sent again, so one bad record can only ever hold up itself.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.outbox import Outbox
+from agent.outbox import Outbox, Stored, Transaction
 from protocols import wire
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import TransportError
@@ -27,7 +33,7 @@ log = logging.getLogger("dropline.uplink")
 
 
 class Transport(Protocol):
-    """One connection to the collector. Called from the uplink thread only."""
+    """One duplex connection to the collector. Called from the uplink thread only."""
 
     def connect(self, timeout: float) -> None:
         """Open the link; raise TransportError if the collector cannot be reached in time."""
@@ -35,21 +41,18 @@ class Transport(Protocol):
     def send(self, batch: bytes) -> None:
         """Queue one encoded Batch; may block briefly under back-pressure; TransportError if down."""
 
-    def acks(self, timeout: float) -> list[pb.Ack]:
-        """Acks received so far, waiting up to ``timeout`` for the first; TransportError if down."""
-
-    def collector_restarted(self) -> bool:
-        """True once after a collector (re)appeared behind the link while it stayed up: batches
-        in flight may never have reached one, so they are resent now, not on ack timeout."""
+    def receive(self, timeout: float) -> list[pb.Downlink]:
+        """What came down so far (acks, collector announcements, documents), waiting up to
+        ``timeout`` for the first; TransportError if the link is down."""
 
     def close(self) -> None:
         """Release the link; must not raise."""
 
 
-def drain(q: queue.Queue[pb.Ack], timeout: float, check: Callable[[], None]) -> list[pb.Ack]:
+def drain(q: queue.Queue[pb.Downlink], timeout: float, check: Callable[[], None]) -> list[pb.Downlink]:
     """Whatever a transport's reader thread has queued, waiting up to ``timeout`` for the first;
     when nothing came, ``check`` raises TransportError if the link died meanwhile."""
-    out: list[pb.Ack] = []
+    out: list[pb.Downlink] = []
     try:
         out.append(q.get(timeout=timeout))
         while True:
@@ -61,7 +64,8 @@ def drain(q: queue.Queue[pb.Ack], timeout: float, check: Callable[[], None]) -> 
 
 
 class Backoff:
-    """Exponential backoff with full jitter, so a depot of vans does not reconnect in lockstep."""
+    """Exponential backoff with full jitter, so a depot of vans does not reconnect in lockstep.
+    The one backoff of the agent's links (uplink and device drivers)."""
 
     def __init__(self, initial_s: float = 0.2, max_s: float = 2.0, rng: random.Random | None = None) -> None:
         self.initial_s, self.max_s = initial_s, max_s
@@ -69,9 +73,9 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        ceiling = min(self.max_s, self.initial_s * 2**self._attempt)
+        ceiling = min(self.max_s, self.initial_s * 2 ** min(self._attempt, 32))
         self._attempt += 1
-        return self._rng.uniform(self.initial_s / 2, ceiling)
+        return self._rng.uniform(min(self.initial_s / 2, ceiling), ceiling)
 
     def reset(self) -> None:
         self._attempt = 0
@@ -86,19 +90,31 @@ class UplinkStats:
     rejected_batches: int = 0
     ack_timeouts: int = 0
     bytes_sent: int = 0
+    documents: int = 0
     last_error: str = ""
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class _InFlight:
     sent_at: float
-    first: int
-    last: int
-    count: int
+    tx: Transaction
+
+
+def segments(records: Sequence[Stored]) -> list[wire.Segment]:
+    """The records of a transaction as one segment per kind, each in upload order."""
+    by_kind: dict[str, tuple[list[int], list[bytes]]] = {}
+    for r in records:
+        seqs, bodies = by_kind.setdefault(r.kind, ([], []))
+        seqs.append(r.seq)
+        bodies.append(r.body)
+    return [wire.Segment(kind, seqs, bodies) for kind, (seqs, bodies) in by_kind.items()]
 
 
 class Uplink:
+    """The upload loop, in its own thread: connect, fill the window, settle acks, reconnect."""
+
     def __init__(
         self,
         outbox: Outbox,
@@ -111,17 +127,20 @@ class Uplink:
         compress: bool = True,
         ack_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
+        on_document: Callable[[pb.Document], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
         self._connect = connect
         self.vehicle = vehicle
         self.window = window
+        self.max_batch_records = batch_records
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.compress = compress
         self.ack_timeout_s = ack_timeout_s
         self.backoff = backoff or Backoff()
+        self._on_document = on_document
         self._monotonic = monotonic
         self._inflight: dict[int, _InFlight] = {}
         self._batch_id = 0
@@ -158,72 +177,90 @@ class Uplink:
                 log.exception("uplink error; retrying")
             finally:
                 self.connected.clear()
+                self._release_all()
                 if transport is not None:
                     transport.close()
             self._stop.wait(self.backoff.next_delay())
 
-    def _resend_all(self) -> None:
+    def _release_all(self) -> None:
         """Offer every unacked record again; the collector makes the duplicates harmless."""
-        self.outbox.rewind()
         self._inflight.clear()
+        self.outbox.release_all()
 
     def _pump(self, transport: Transport) -> None:
-        self._resend_all()
+        self._release_all()
         while not self._stop.is_set():
             self._fill_window(transport)
-            for ack in transport.acks(timeout=0.05 if self._inflight else 0.2):
-                self._on_ack(ack)
-            if transport.collector_restarted() and self._inflight:
-                log.info("a collector (re)subscribed: resending %d unacked batches", len(self._inflight))
-                self._resend_all()
+            for message in transport.receive(timeout=0.05 if self._inflight else 0.2):
+                self._on_downlink(message)
             oldest = min((f.sent_at for f in self._inflight.values()), default=None)
             if oldest is not None and self._monotonic() - oldest > self.ack_timeout_s:
                 self.stats.ack_timeouts += 1
                 log.warning(
                     "no ack for %.0f s: resending %d unacked batches", self.ack_timeout_s, len(self._inflight)
                 )
-                self._resend_all()
+                self._release_all()
 
     def _fill_window(self, transport: Transport) -> None:
         while len(self._inflight) < self.window:
-            rows = self.outbox.next_batch(self.batch_records, self.batch_bytes)
-            if not rows:
+            tx = self.outbox.batch(self.batch_records, self.batch_bytes)
+            if tx is None:
                 return
             self._batch_id += 1
             payload = wire.encode_batch(
-                self.vehicle, self._batch_id, [body for _, body in rows], self.compress
+                self.vehicle, self._batch_id, compress=self.compress, segments=segments(tx.records)
             )
+            self._inflight[self._batch_id] = _InFlight(self._monotonic(), tx)
             transport.send(payload)
-            seqs = (rows[0][0], rows[-1][0])
-            self._inflight[self._batch_id] = _InFlight(self._monotonic(), min(seqs), max(seqs), len(rows))
             self.stats.batches_sent += 1
-            self.stats.records_sent += len(rows)
+            self.stats.records_sent += len(tx.records)
             self.stats.bytes_sent += len(payload)
+
+    def _on_downlink(self, message: pb.Downlink) -> None:
+        which = message.WhichOneof("body")
+        if which == "ack":
+            self._on_ack(message.ack)
+        elif which == "collector_online" and self._inflight:
+            log.info("a collector (re)subscribed: resending %d unacked batches", len(self._inflight))
+            self._release_all()
+        elif which == "document":
+            self.stats.documents += 1
+            if self._on_document is not None:
+                self._on_document(message.document)
 
     def _on_ack(self, ack: pb.Ack) -> None:
         if ack.vehicle and ack.vehicle != self.vehicle:
             log.warning("ignoring ack for another vehicle %r", ack.vehicle)
             return
         sent = self._inflight.pop(ack.batch_id, None)
-        if not ack.rejected and ack.reason and not ack.stored:
-            # The collector could not store it now (disk full, database locked): send it all
-            # again after a pause rather than waiting for the ack timeout.
+        if sent is None:
+            return  # a late or doubled ack of a batch already released: its records come again
+        tx = sent.tx
+        if ack.rejected:
+            self._on_rejected(ack, tx)
+            return
+        if ack.reason and not ack.stored and not ack.quarantined:
+            # The collector could not store it now (disk full, database locked): send it again
+            # after a pause rather than waiting for the ack timeout.
             log.warning("collector could not store batch %d (%s): retrying", ack.batch_id, ack.reason)
-            self._resend_all()
+            tx.release()
             self._stop.wait(self.backoff.next_delay())
             return
-        if ack.rejected:
-            self.stats.rejected_batches += 1
-            self.stats.reject_reasons[ack.reason] = self.stats.reject_reasons.get(ack.reason, 0) + 1
-            log.error("collector rejected batch %d: %s", ack.batch_id, ack.reason)
-            if (
-                sent is not None
-                and ack.reason in ("oversized", "too_many_records")
-                and self.batch_records > 1
-            ):
-                self.batch_records = max(1, self.batch_records // 2)
-                self.outbox.rewind()
-            elif sent is not None:
-                self.outbox.ack([(sent.first, sent.last)], rejected=True)
-            return
-        self.stats.records_acked += self.outbox.ack((r.first, r.last) for r in ack.stored)
+        quarantined = [(q.first, q.last, q.reason) for q in ack.quarantined]
+        for first, last, reason in quarantined:
+            self.stats.quarantined[reason] = self.stats.quarantined.get(reason, 0) + last - first + 1
+            log.warning("collector quarantined seq %d..%d: %s", first, last, reason)
+        self.stats.records_acked += tx.accept([(r.first, r.last) for r in ack.stored], quarantined)
+        self.batch_records = min(self.max_batch_records, self.batch_records * 2)
+
+    def _on_rejected(self, ack: pb.Ack, tx: Transaction) -> None:
+        """A batch the collector could not read as a whole: halve the batch size and send its
+        records again, so a fault that travels with one record ends up alone in its batch."""
+        self.stats.rejected_batches += 1
+        self.stats.reject_reasons[ack.reason] = self.stats.reject_reasons.get(ack.reason, 0) + 1
+        count = len(tx.records)
+        log.error("collector could not read batch %d (%d records): %s", ack.batch_id, count, ack.reason)
+        self.batch_records = max(1, min(self.batch_records, count) // 2)
+        tx.release()
+        if count <= 1:
+            self._stop.wait(self.backoff.next_delay())

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from protocols import convert
-from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import Fix, iso_time
 from tests.conftest import DATA, free_port
 
@@ -137,8 +136,8 @@ def agent(tmp: Path, config: Path) -> Proc:
 def outbox_records(path: Path) -> dict[int, dict[str, Any]]:
     """Every record the agent committed (its history is kept: retain_acked large in tests)."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT seq, body FROM records").fetchall()
-    return {seq: convert.to_json(pb.Record.FromString(body)) for seq, body in rows}
+        rows = db.execute("SELECT seq, kind, body FROM records").fetchall()
+    return {seq: convert.to_json(convert.from_body(seq, kind, body)) for seq, kind, body in rows}
 
 
 def outbox_unacked(path: Path) -> int:

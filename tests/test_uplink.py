@@ -1,0 +1,264 @@
+"""The uplink against a real collector (ingest + SQLite store) behind an in-process link whose
+faults the test controls: the window, ack matching, resends, splitting, quarantine, documents.
+
+The link stands in only for the network between the two; both ends are the real code. The
+collector's acks are held in the link until the test lets them go, so every property is checked
+on the state at that moment, with no sleeps deciding the outcome.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from agent.outbox import Outbox
+from agent.uplink import Backoff, Uplink, drain, segments
+from cloud.ingest import Ingest
+from cloud.store import SqliteStore
+from protocols import wire
+from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.errors import TransportError
+from protocols.records import Fix, Scan
+from tests.pipeline_fixtures import wait_until
+
+VAN = "van-1"
+T0 = 1_700_000_000.0
+
+
+class Link:
+    """A duplex link to an in-process collector. ``hold`` keeps acks back until ``release``."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.down: queue.Queue[pb.Downlink] = queue.Queue()
+        self.held: list[pb.Downlink] = []
+        self.hold = False
+        self.sent: list[bytes] = []
+        self.broken = threading.Event()
+        self.lock = threading.Lock()
+        self.tamper: Callable[[bytes], bytes] = lambda b: b
+
+    def connect(self, timeout: float) -> None:
+        if self.broken.is_set():
+            raise TransportError("link down")
+
+    def send(self, batch: bytes) -> None:
+        if self.broken.is_set():
+            raise TransportError("link down")
+        with self.lock:
+            self.sent.append(batch)
+            ack = pb.Downlink(ack=self.ingest.handle(self.tamper(batch), VAN))
+            (self.held if self.hold else [self.down.put(ack)]).append(ack)
+
+    def receive(self, timeout: float) -> list[pb.Downlink]:
+        def check() -> None:
+            if self.broken.is_set():
+                raise TransportError("link down")
+
+        return drain(self.down, timeout, check)
+
+    def release(self, order: Callable[[list[pb.Downlink]], list[pb.Downlink]] = lambda a: a) -> None:
+        with self.lock:
+            for ack in order(self.held):
+                self.down.put(ack)
+            self.held = []
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "collector.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    ob = Outbox(tmp_path / "outbox.db", group_commit_s=0.0)
+    yield ob
+    ob.close()
+
+
+def fill(outbox: Outbox, n: int, scan_every: int = 0) -> None:
+    for i in range(n):
+        if scan_every and i % scan_every == 0:
+            outbox.append(Scan(T0 + i, f"00{i:018d}", "sscc"))
+        else:
+            outbox.append(Fix(T0 + i, 3, 48.1 + i * 1e-5, 11.5))
+    outbox.flush()
+
+
+def stored_seqs(store: SqliteStore) -> list[int]:
+    return [r["seq"] for r in store.export("all", VAN)]
+
+
+@contextmanager
+def running(uplink: Uplink) -> Iterator[Uplink]:
+    uplink.start()
+    try:
+        yield uplink
+    finally:
+        uplink.stop()
+
+
+def make(outbox: Outbox, link: Link, **kw: object) -> Uplink:
+    defaults: dict[str, object] = {"window": 3, "batch_records": 10, "ack_timeout_s": 60.0}
+    defaults.update(kw)
+    return Uplink(outbox, lambda: link, VAN, backoff=Backoff(0.01, 0.05), **defaults)  # type: ignore[arg-type]
+
+
+def test_at_most_window_batches_are_unacknowledged(outbox: Outbox, store: SqliteStore) -> None:
+    fill(outbox, 100)
+    link = Link(Ingest(store))
+    link.hold = True
+    uplink = make(outbox, link)
+    with running(uplink):
+        wait_until(lambda: len(link.sent) >= 3, 10, "the window filled")
+        assert len(link.sent) == 3 and outbox.unacked_count() == 100  # stored, but no ack seen yet
+        link.hold = False
+        link.release()
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked")
+    assert stored_seqs(store) == list(range(1, 101))
+    assert uplink.stats.batches_sent == 10 and uplink.stats.records_acked == 100
+
+
+def test_acks_reordered_doubled_or_late_settle_each_record_once(outbox: Outbox, store: SqliteStore) -> None:
+    fill(outbox, 60, scan_every=7)
+    link = Link(Ingest(store))
+    link.hold = True
+    uplink = make(outbox, link, window=6)
+    with running(uplink):
+        wait_until(lambda: len(link.sent) >= 6, 10, "the window filled")
+        link.release(lambda acks: list(reversed(acks)) + acks)  # every ack twice, newest first
+        link.hold = False
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked")
+    assert uplink.stats.records_acked == 60 and uplink.stats.records_sent == 60
+    assert stored_seqs(store) == list(range(1, 61))
+
+
+def test_unacknowledged_batches_are_resent_after_the_ack_timeout(outbox: Outbox, store: SqliteStore) -> None:
+    fill(outbox, 30)
+    clock = [0.0]
+    link = Link(Ingest(store))
+    link.hold = True
+    uplink = make(outbox, link, ack_timeout_s=10.0, monotonic=lambda: clock[0])
+    with running(uplink):
+        wait_until(lambda: len(link.sent) >= 3, 10, "the window filled")
+        link.held.clear()  # those acks are lost
+        assert uplink.stats.ack_timeouts == 0
+        clock[0] = 11.0
+        wait_until(lambda: len(link.sent) >= 6, 10, "resent after the timeout")
+        link.hold = False
+        link.release()
+        clock[0] = 30.0
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked")
+    assert uplink.stats.ack_timeouts >= 1
+    assert stored_seqs(store) == list(range(1, 31))
+
+
+def test_a_collector_announcing_itself_gets_the_window_at_once(outbox: Outbox, store: SqliteStore) -> None:
+    fill(outbox, 30)
+    link = Link(Ingest(store))
+    link.hold = True
+    uplink = make(outbox, link)
+    with running(uplink):
+        wait_until(lambda: len(link.sent) >= 3, 10, "the window filled")
+        link.held.clear()  # published while no collector listened: the broker dropped them
+        link.hold = False
+        link.down.put(pb.Downlink(collector_online=True))
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "resent without waiting for the timeout")
+    assert uplink.stats.ack_timeouts == 0
+    assert stored_seqs(store) == list(range(1, 31))
+
+
+def test_an_absurd_fix_is_quarantined_and_its_neighbours_stored(outbox: Outbox, store: SqliteStore) -> None:
+    outbox.append(Fix(T0, 3, 48.1, 11.5))
+    outbox.append(Fix(946_000_000.0 - 86400 * 365, 3, 48.1, 11.5))  # 1998: a week-rollover date
+    outbox.append(Scan(T0 + 2, "00340123450000000017", "sscc"))
+    outbox.append(Fix(T0 + 3, 3, 48.1, 11.5))
+    outbox.flush()
+    link = Link(Ingest(store))
+    uplink = make(outbox, link)
+    with running(uplink):
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything settled")
+    assert stored_seqs(store) == [1, 3, 4]
+    assert uplink.stats.quarantined == {"bad_time": 1}
+    assert uplink.stats.rejected_batches == 0
+
+
+def test_a_batch_the_collector_cannot_read_is_split_until_the_rest_flows(
+    outbox: Outbox, store: SqliteStore
+) -> None:
+    fill(outbox, 40, scan_every=5)
+    link = Link(Ingest(store))
+    corrupt_once = [True]
+
+    def tamper(batch: bytes) -> bytes:
+        if corrupt_once[0]:
+            corrupt_once[0] = False
+            return batch[:-3]  # the zlib stream cut short: the collector cannot read the batch
+        return batch
+
+    link.tamper = tamper
+    uplink = make(outbox, link, window=1)
+    with running(uplink):
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked")
+    assert uplink.stats.reject_reasons == {"undecodable": 1}
+    assert stored_seqs(store) == list(range(1, 41))
+
+
+def test_documents_coming_down_reach_the_agent(outbox: Outbox, store: SqliteStore) -> None:
+    link = Link(Ingest(store))
+    got: list[pb.Document] = []
+    uplink = make(outbox, link, on_document=got.append)
+    with running(uplink):
+        link.down.put(pb.Downlink(document=pb.Document(kind="manifest", envelope=b"signed")))
+        wait_until(lambda: got, 10, "the document delivered")
+    assert [(d.kind, d.envelope) for d in got] == [("manifest", b"signed")]
+
+
+def test_a_broken_link_is_reopened_and_nothing_is_lost(outbox: Outbox, store: SqliteStore) -> None:
+    fill(outbox, 50)
+    link = Link(Ingest(store))
+    link.broken.set()
+    uplink = make(outbox, link)
+    with running(uplink):
+        wait_until(lambda: uplink.stats.last_error == "link down", 10, "the failure noticed")
+        assert link.sent == []
+        link.broken.clear()
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked after the link returned")
+    assert stored_seqs(store) == list(range(1, 51))
+
+
+def test_backoff_grows_to_its_ceiling_with_jitter_and_resets() -> None:
+    backoff = Backoff(0.2, 2.0, random.Random(7))
+    delays = [backoff.next_delay() for _ in range(12)]
+    ceilings = [min(2.0, 0.2 * 2**i) for i in range(12)]
+    assert all(0.1 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert max(delays[6:]) > 1.0 and len(set(delays)) == 12  # it grows, and no two vans agree
+    for _ in range(1000):
+        assert backoff.next_delay() <= 2.0  # no overflow however long the outage
+    backoff.reset()
+    assert backoff.next_delay() <= 0.2
+
+
+def test_segments_group_a_transaction_by_kind_in_upload_order(outbox: Outbox) -> None:
+    fill(outbox, 12, scan_every=4)
+    tx = outbox.batch(100)
+    assert tx is not None
+
+    out = segments(tx.records)
+    assert [(s.kind, list(s.seqs)) for s in out] == [
+        ("scan", [1, 5, 9]),
+        ("fix", [2, 3, 4, 6, 7, 8, 10, 11, 12]),
+    ]
+    decoded = wire.decode_batch(wire.encode_batch(VAN, 1, segments=out), 1 << 20, 100)
+    assert sorted(r.seq for r in decoded.records) == list(range(1, 13))
