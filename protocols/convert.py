@@ -6,10 +6,25 @@ through the wire is exact to those units, which are finer than any GNSS receiver
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from protocols.dropline.v1 import dropline_pb2 as pb
-from protocols.records import Alert, Fix, Record, Scan, Signal, iso_time
+from protocols.records import (
+    Alert,
+    BlobChunk,
+    Delivery,
+    DocumentStatus,
+    Eta,
+    FenceEvent,
+    Fix,
+    Gap,
+    Record,
+    Scan,
+    Signal,
+    StopUpdate,
+    iso_time,
+)
 
 
 def _ms(t: float) -> int:
@@ -20,7 +35,19 @@ def _opt(value: float | None, scale: float) -> int | None:
     return None if value is None else round(value * scale)
 
 
-BodyMessage = pb.Fix | pb.Signal | pb.Scan | pb.Alert | pb.Gap
+BodyMessage = (
+    pb.Fix
+    | pb.Signal
+    | pb.Scan
+    | pb.Alert
+    | pb.Gap
+    | pb.FenceEvent
+    | pb.StopUpdate
+    | pb.Delivery
+    | pb.Eta
+    | pb.BlobChunk
+    | pb.DocumentStatus
+)
 
 
 def to_body(record: Record) -> tuple[str, BodyMessage]:
@@ -55,7 +82,61 @@ def to_body(record: Record) -> tuple[str, BodyMessage]:
             message=record.message,
             attrs=record.attrs,
         )
-    return "gap", pb.Gap(from_seq=record.from_seq, to_seq=record.to_seq, reason=record.reason)
+    if isinstance(record, Gap):
+        return "gap", pb.Gap(from_seq=record.from_seq, to_seq=record.to_seq, reason=record.reason)
+    return _later_body(record)
+
+
+def _e7(degrees: float) -> int:
+    return round(degrees * 1e7)
+
+
+def _later_body(record: Record) -> tuple[str, BodyMessage]:
+    """The record kinds of the route, proof of delivery and documents."""
+    t = _ms(record.time)
+    if isinstance(record, FenceEvent):
+        return "fence_event", pb.FenceEvent(
+            time_ms=t, fence=record.fence, event=record.event, lat_e7=_e7(record.lat), lon_e7=_e7(record.lon)
+        )
+    if isinstance(record, StopUpdate):
+        return "stop_update", pb.StopUpdate(
+            time_ms=t, manifest=record.manifest, stop=record.stop, status=record.status
+        )
+    if isinstance(record, Delivery):
+        return "delivery", pb.Delivery(
+            time_ms=t,
+            manifest=record.manifest,
+            stop=record.stop,
+            parcel=record.parcel,
+            raw=record.raw,
+            lat_e7=_e7(record.lat),
+            lon_e7=_e7(record.lon),
+            mode=record.mode,
+            hdop_c=_opt(record.hdop, 100),
+        )
+    if isinstance(record, Eta):
+        return "eta", pb.Eta(
+            time_ms=t, manifest=record.manifest, stops=record.stops, eta_ms=[_ms(e) for e in record.etas]
+        )
+    if isinstance(record, BlobChunk):
+        return "blob_chunk", pb.BlobChunk(
+            time_ms=t,
+            blob=record.blob,
+            index=record.index,
+            count=record.count,
+            sha256=record.sha256,
+            media_type=record.media_type,
+            delivery=record.delivery,
+            data=record.data,
+        )
+    assert isinstance(record, DocumentStatus)
+    return "document_status", pb.DocumentStatus(
+        time_ms=t,
+        document=record.document,
+        version=record.version,
+        applied=record.applied,
+        reason=record.reason,
+    )
 
 
 def encode_body(record: Record) -> tuple[str, bytes]:
@@ -83,7 +164,19 @@ def encode(seq: int, record: Record) -> bytes:
     return bytes(to_pb(seq, record).SerializeToString())
 
 
-KINDS = {"fix": "fixes", "signal": "signals", "scan": "scans", "alert": "alerts", "gap": "gaps"}
+KINDS = {
+    "fix": "fixes",
+    "signal": "signals",
+    "scan": "scans",
+    "alert": "alerts",
+    "gap": "gaps",
+    "fence_event": "fence_events",
+    "stop_update": "stops",
+    "delivery": "deliveries",
+    "eta": "etas",
+    "blob_chunk": "blobs",
+    "document_status": "documents",
+}
 """Record body name -> the ``--kind`` name ``dropline export`` uses for it."""
 
 
@@ -94,9 +187,9 @@ def kind_of(record: pb.Record) -> str:
 
 def time_ms_of(record: pb.Record) -> int | None:
     body = kind_of(record)
-    if body in ("fix", "signal", "scan", "alert"):
-        return int(getattr(record, body).time_ms)
-    return None
+    if body in ("gap", "unknown"):
+        return None
+    return int(getattr(record, body).time_ms)
 
 
 def to_json(record: pb.Record) -> dict[str, Any]:
@@ -141,4 +234,33 @@ def to_json(record: pb.Record) -> dict[str, Any]:
         )
     elif body == "gap":
         out.update(from_seq=record.gap.from_seq, to_seq=record.gap.to_seq, reason=record.gap.reason)
+    elif body != "unknown":
+        out.update(_fields_json(getattr(record, body)))
+    return out
+
+
+def _fields_json(message: BodyMessage) -> dict[str, Any]:
+    """The later record kinds in export form, by field-naming convention, in field order:
+    ``time_ms`` -> ``time`` (ISO 8601), ``*_e7`` -> degrees, ``hdop_c`` -> ``hdop``, ``eta_ms``
+    -> ``etas`` (ISO 8601), bytes -> base64, repeated fields -> lists."""
+    out: dict[str, Any] = {}
+    for fd in message.DESCRIPTOR.fields:
+        name = fd.name
+        value = getattr(message, name)
+        if fd.has_presence and not message.HasField(name):  # type: ignore[arg-type]
+            continue
+        if name == "time_ms":
+            out["time"] = iso_time(value / 1000)
+        elif name == "eta_ms":
+            out["etas"] = [iso_time(v / 1000) for v in value]
+        elif name.endswith("_e7"):
+            out[name.removesuffix("_e7")] = value / 1e7
+        elif name == "hdop_c":
+            out["hdop"] = value / 100
+        elif isinstance(value, bytes):
+            out[name] = base64.b64encode(value).decode()
+        elif fd.is_repeated:
+            out[name] = list(value)
+        else:
+            out[name] = value
     return out

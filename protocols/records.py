@@ -80,16 +80,95 @@ class Gap:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class FenceEvent:
+    """A geofence transition the van's detector decided: ``enter``, ``exit`` or ``dwell``."""
+
+    time: float
+    fence: str
+    event: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopUpdate:
+    """A stop's progress: ``arrived``, ``serving``, ``departed``, ``skipped`` or ``completed``."""
+
+    time: float
+    manifest: str
+    stop: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Proof of delivery: a manifest parcel scanned at its stop, with where the van was and how
+    good that fix was (``mode`` 0 when no fix was known)."""
+
+    time: float
+    manifest: str
+    stop: str
+    parcel: str
+    raw: str
+    lat: float = 0.0
+    lon: float = 0.0
+    mode: int = 0
+    hdop: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Eta:
+    """Estimated arrival at each remaining stop, in visit order: ``etas[i]`` is ``stops[i]``'s."""
+
+    time: float
+    manifest: str
+    stops: tuple[str, ...]
+    etas: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BlobChunk:
+    """One chunk of a photo or signature proving ``delivery`` (``<stop>/<parcel>``); ``sha256``
+    is the whole blob's, so the collector can check what it reassembles."""
+
+    time: float
+    blob: str
+    index: int
+    count: int
+    sha256: str
+    media_type: str
+    delivery: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentStatus:
+    """What the van did with a fleet document: applied, or refused with the reason."""
+
+    time: float
+    document: str
+    version: int
+    applied: bool
+    reason: str = ""
+
+
 Event = Fix | Signal | Scan | Tick
 """What drivers and the shell feed the core."""
 
-Record = Fix | Signal | Scan | Alert | Gap
+Record = (
+    Fix | Signal | Scan | Alert | Gap | FenceEvent | StopUpdate | Delivery | Eta | BlobChunk | DocumentStatus
+)
 """What the core (and the outbox itself, for gaps) hands to the outbox to persist and send."""
+
+TELEMETRY = (Fix, Signal, Eta)
+"""Record types that are telemetry: group-committed, and evicted oldest first when space runs out."""
 
 
 def is_priority(record: Record) -> bool:
-    """Deliveries, alerts and gaps are committed at once and never evicted; telemetry is batched."""
-    return not isinstance(record, Fix | Signal)
+    """Scans, deliveries, alerts, gaps and the rest are committed at once and never evicted;
+    telemetry is batched."""
+    return not isinstance(record, TELEMETRY)
 
 
 def iso_time(t: float) -> str:

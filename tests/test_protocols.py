@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,20 @@ from hypothesis import strategies as st
 
 from protocols import convert, topics, wire
 from protocols.generate import PROTO_DIR, ROOT, generate
-from protocols.records import Alert, Fix, Gap, Scan, Signal, parse_iso_time
+from protocols.records import (
+    Alert,
+    BlobChunk,
+    Delivery,
+    DocumentStatus,
+    Eta,
+    FenceEvent,
+    Fix,
+    Gap,
+    Scan,
+    Signal,
+    StopUpdate,
+    parse_iso_time,
+)
 
 
 def test_generated_code_is_what_the_pinned_tools_make_of_the_proto() -> None:
@@ -25,6 +39,8 @@ def test_generated_code_is_what_the_pinned_tools_make_of_the_proto() -> None:
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
+ids = st.text(min_size=1, max_size=20)
+T0 = 1_700_000_000.0
 times = st.floats(min_value=946_684_800, max_value=4_102_444_800)
 records = st.one_of(
     st.builds(
@@ -54,6 +70,51 @@ records = st.one_of(
         from_seq=st.integers(1, 1000),
         to_seq=st.integers(1000, 2000),
         reason=st.just("disk_budget"),
+    ),
+    st.builds(
+        FenceEvent,
+        time=times,
+        fence=ids,
+        event=st.sampled_from(["enter", "exit", "dwell"]),
+        lat=st.floats(-90, 90),
+        lon=st.floats(-180, 180),
+    ),
+    st.builds(
+        StopUpdate, time=times, manifest=ids, stop=ids, status=st.sampled_from(["arrived", "departed"])
+    ),
+    st.builds(
+        Delivery,
+        time=times,
+        manifest=ids,
+        stop=ids,
+        parcel=ids,
+        raw=st.text(max_size=40),
+        lat=st.floats(-90, 90),
+        lon=st.floats(-180, 180),
+        mode=st.sampled_from([0, 2, 3]),
+        hdop=st.none() | st.floats(0, 99),
+    ),
+    st.lists(st.tuples(ids, times), max_size=5).map(
+        lambda pairs: Eta(T0, "m-1", tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+    ),
+    st.builds(
+        BlobChunk,
+        time=times,
+        blob=ids,
+        index=st.integers(0, 99),
+        count=st.integers(1, 100),
+        sha256=st.just("ab" * 32),
+        media_type=st.just("image/jpeg"),
+        delivery=ids,
+        data=st.binary(max_size=100),
+    ),
+    st.builds(
+        DocumentStatus,
+        time=times,
+        document=st.sampled_from(["config", "manifest"]),
+        version=st.integers(0, 2**40),
+        applied=st.booleans(),
+        reason=st.text(max_size=30),
     ),
 )
 
@@ -86,9 +147,40 @@ def _matches(row: dict[str, object], original: object) -> None:
     elif isinstance(original, Alert):
         assert (row["kind"], row["code"], row["message"]) == ("alert", original.code, original.message)
         assert row["severity"] == original.severity
-    else:
-        assert isinstance(original, Gap)
+    elif isinstance(original, Gap):
         assert (row["kind"], row["from_seq"], row["to_seq"]) == ("gap", original.from_seq, original.to_seq)
+    elif isinstance(original, FenceEvent):
+        assert (row["kind"], row["fence"], row["event"]) == ("fence_event", original.fence, original.event)
+        assert near(row["lat"], original.lat, 0.6e-7) and near(row["lon"], original.lon, 0.6e-7)
+    elif isinstance(original, StopUpdate):
+        assert (row["kind"], row["stop"], row["status"]) == ("stop_update", original.stop, original.status)
+    elif isinstance(original, Delivery):
+        assert (row["kind"], row["stop"], row["parcel"], row["raw"]) == (
+            "delivery",
+            original.stop,
+            original.parcel,
+            original.raw,
+        )
+        assert row["mode"] == original.mode and near(row.get("hdop"), original.hdop, 0.006)
+        assert near(row["lat"], original.lat, 0.6e-7) and near(row["lon"], original.lon, 0.6e-7)
+    elif isinstance(original, Eta):
+        assert row["kind"] == "eta" and row.get("stops", []) == list(original.stops)
+        etas = [parse_iso_time(t) for t in row.get("etas", [])]
+        assert len(etas) == len(original.etas)
+        assert all(near(a, b, 0.0006) for a, b in zip(etas, original.etas, strict=True))
+    elif isinstance(original, BlobChunk):
+        assert (row["kind"], row["blob"], row.get("index", 0), row["count"]) == (
+            "blob_chunk",
+            original.blob,
+            original.index,
+            original.count,
+        )
+        assert base64.b64decode(row.get("data", "")) == original.data
+    else:
+        assert isinstance(original, DocumentStatus)
+        assert (row["kind"], row["document"]) == ("document_status", original.document)
+        assert row.get("version", 0) == original.version
+        assert row.get("applied", False) == original.applied and row.get("reason", "") == original.reason
 
 
 @settings(max_examples=150, deadline=None)

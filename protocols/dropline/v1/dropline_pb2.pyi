@@ -49,6 +49,8 @@ class _CodecEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Codec.ValueType
     DESCRIPTOR: _descriptor.EnumDescriptor
     CODEC_MESSAGES: _Codec.ValueType  # 0
     """`bodies[i]` is the serialised body message (Fix, Scan, ...) of seqs[i]"""
+    CODEC_TRACK_V1: _Codec.ValueType  # 1
+    """fixes, columnar (protocols/track_codec.py): `data` holds them all"""
 
 class Codec(_Codec, metaclass=_CodecEnumTypeWrapper):
     """How a segment's records are encoded. New codecs (the compacted track) are new values; a
@@ -57,6 +59,8 @@ class Codec(_Codec, metaclass=_CodecEnumTypeWrapper):
 
 CODEC_MESSAGES: Codec.ValueType  # 0
 """`bodies[i]` is the serialised body message (Fix, Scan, ...) of seqs[i]"""
+CODEC_TRACK_V1: Codec.ValueType  # 1
+"""fixes, columnar (protocols/track_codec.py): `data` holds them all"""
 Global___Codec: _TypeAlias = Codec  # noqa: Y015
 
 @_typing.final
@@ -300,6 +304,238 @@ class Gap(_message.Message):
 Global___Gap: _TypeAlias = Gap  # noqa: Y015
 
 @_typing.final
+class FenceEvent(_message.Message):
+    """A geofence transition seen on the van: enter, exit or dwell, at the fix that decided it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    FENCE_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    LAT_E7_FIELD_NUMBER: _builtins.int
+    LON_E7_FIELD_NUMBER: _builtins.int
+    time_ms: _builtins.int
+    fence: _builtins.str
+    """the fence's id (a stop id for a stop's fence)"""
+    event: _builtins.str
+    """enter | exit | dwell"""
+    lat_e7: _builtins.int
+    lon_e7: _builtins.int
+    def __init__(
+        self,
+        *,
+        time_ms: _builtins.int = ...,
+        fence: _builtins.str = ...,
+        event: _builtins.str = ...,
+        lat_e7: _builtins.int = ...,
+        lon_e7: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "fence", b"fence", "lat_e7", b"lat_e7", "lon_e7", b"lon_e7", "time_ms", b"time_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FenceEvent: _TypeAlias = FenceEvent  # noqa: Y015
+
+@_typing.final
+class StopUpdate(_message.Message):
+    """A stop's progress through the day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    time_ms: _builtins.int
+    manifest: _builtins.str
+    stop: _builtins.str
+    status: _builtins.str
+    """arrived | serving | departed | skipped | completed"""
+    def __init__(
+        self,
+        *,
+        time_ms: _builtins.int = ...,
+        manifest: _builtins.str = ...,
+        stop: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest", "status", b"status", "stop", b"stop", "time_ms", b"time_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopUpdate: _TypeAlias = StopUpdate  # noqa: Y015
+
+@_typing.final
+class Delivery(_message.Message):
+    """Proof of delivery: a manifest parcel scanned at its stop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    PARCEL_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    LAT_E7_FIELD_NUMBER: _builtins.int
+    LON_E7_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    HDOP_C_FIELD_NUMBER: _builtins.int
+    time_ms: _builtins.int
+    manifest: _builtins.str
+    stop: _builtins.str
+    parcel: _builtins.str
+    """the parcel id as the manifest names it"""
+    raw: _builtins.str
+    """the scan as read"""
+    lat_e7: _builtins.int
+    """the van's position at the scan (0/0 with mode 0: none known)"""
+    lon_e7: _builtins.int
+    mode: _builtins.int
+    """fix quality at the scan: 0 none, 2 = 2D, 3 = 3D"""
+    hdop_c: _builtins.int
+    def __init__(
+        self,
+        *,
+        time_ms: _builtins.int = ...,
+        manifest: _builtins.str = ...,
+        stop: _builtins.str = ...,
+        parcel: _builtins.str = ...,
+        raw: _builtins.str = ...,
+        lat_e7: _builtins.int = ...,
+        lon_e7: _builtins.int = ...,
+        mode: _builtins.int = ...,
+        hdop_c: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_hdop_c", b"_hdop_c", "hdop_c", b"hdop_c"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_hdop_c", b"_hdop_c", "hdop_c", b"hdop_c", "lat_e7", b"lat_e7", "lon_e7", b"lon_e7", "manifest", b"manifest", "mode", b"mode", "parcel", b"parcel", "raw", b"raw", "stop", b"stop", "time_ms", b"time_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__hdop_c: _TypeAlias = _typing.Literal["hdop_c"]  # noqa: Y015
+    _WhichOneofArgType__hdop_c: _TypeAlias = _typing.Literal["_hdop_c", b"_hdop_c"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hdop_c) -> _WhichOneofReturnType__hdop_c | None: ...
+
+Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
+
+@_typing.final
+class Eta(_message.Message):
+    """Estimated arrival at each remaining stop, in visit order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    STOPS_FIELD_NUMBER: _builtins.int
+    ETA_MS_FIELD_NUMBER: _builtins.int
+    time_ms: _builtins.int
+    manifest: _builtins.str
+    @_builtins.property
+    def stops(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def eta_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """one per stop"""
+
+    def __init__(
+        self,
+        *,
+        time_ms: _builtins.int = ...,
+        manifest: _builtins.str = ...,
+        stops: _abc.Iterable[_builtins.str] | None = ...,
+        eta_ms: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eta_ms", b"eta_ms", "manifest", b"manifest", "stops", b"stops", "time_ms", b"time_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Eta: _TypeAlias = Eta  # noqa: Y015
+
+@_typing.final
+class BlobChunk(_message.Message):
+    """One chunk of a photo or signature tied to a delivery; the collector reassembles and checks it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    BLOB_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    time_ms: _builtins.int
+    blob: _builtins.str
+    """the blob's id (unique per van)"""
+    index: _builtins.int
+    """0-based"""
+    count: _builtins.int
+    sha256: _builtins.str
+    """of the whole blob, hex"""
+    media_type: _builtins.str
+    """image/jpeg, image/png, ..."""
+    delivery: _builtins.str
+    """what it proves: "<stop>/<parcel>" """
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        time_ms: _builtins.int = ...,
+        blob: _builtins.str = ...,
+        index: _builtins.int = ...,
+        count: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        media_type: _builtins.str = ...,
+        delivery: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "count", b"count", "data", b"data", "delivery", b"delivery", "index", b"index", "media_type", b"media_type", "sha256", b"sha256", "time_ms", b"time_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlobChunk: _TypeAlias = BlobChunk  # noqa: Y015
+
+@_typing.final
+class DocumentStatus(_message.Message):
+    """What the van did with a fleet document: applied, or refused with the reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    time_ms: _builtins.int
+    document: _builtins.str
+    """config | manifest"""
+    version: _builtins.int
+    applied: _builtins.bool
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        time_ms: _builtins.int = ...,
+        document: _builtins.str = ...,
+        version: _builtins.int = ...,
+        applied: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "document", b"document", "reason", b"reason", "time_ms", b"time_ms", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentStatus: _TypeAlias = DocumentStatus  # noqa: Y015
+
+@_typing.final
 class Record(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -309,6 +545,12 @@ class Record(_message.Message):
     SCAN_FIELD_NUMBER: _builtins.int
     ALERT_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
+    FENCE_EVENT_FIELD_NUMBER: _builtins.int
+    STOP_UPDATE_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    ETA_FIELD_NUMBER: _builtins.int
+    BLOB_CHUNK_FIELD_NUMBER: _builtins.int
+    DOCUMENT_STATUS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """per vehicle, strictly increasing across restarts"""
     @_builtins.property
@@ -321,6 +563,18 @@ class Record(_message.Message):
     def alert(self) -> Global___Alert: ...
     @_builtins.property
     def gap(self) -> Global___Gap: ...
+    @_builtins.property
+    def fence_event(self) -> Global___FenceEvent: ...
+    @_builtins.property
+    def stop_update(self) -> Global___StopUpdate: ...
+    @_builtins.property
+    def delivery(self) -> Global___Delivery: ...
+    @_builtins.property
+    def eta(self) -> Global___Eta: ...
+    @_builtins.property
+    def blob_chunk(self) -> Global___BlobChunk: ...
+    @_builtins.property
+    def document_status(self) -> Global___DocumentStatus: ...
     def __init__(
         self,
         *,
@@ -330,12 +584,18 @@ class Record(_message.Message):
         scan: Global___Scan | None = ...,
         alert: Global___Alert | None = ...,
         gap: Global___Gap | None = ...,
+        fence_event: Global___FenceEvent | None = ...,
+        stop_update: Global___StopUpdate | None = ...,
+        delivery: Global___Delivery | None = ...,
+        eta: Global___Eta | None = ...,
+        blob_chunk: Global___BlobChunk | None = ...,
+        document_status: Global___DocumentStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "fix", b"fix", "gap", b"gap", "scan", b"scan", "signal", b"signal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "blob_chunk", b"blob_chunk", "body", b"body", "delivery", b"delivery", "document_status", b"document_status", "eta", b"eta", "fence_event", b"fence_event", "fix", b"fix", "gap", b"gap", "scan", b"scan", "signal", b"signal", "stop_update", b"stop_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "body", b"body", "fix", b"fix", "gap", b"gap", "scan", b"scan", "seq", b"seq", "signal", b"signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "blob_chunk", b"blob_chunk", "body", b"body", "delivery", b"delivery", "document_status", b"document_status", "eta", b"eta", "fence_event", b"fence_event", "fix", b"fix", "gap", b"gap", "scan", b"scan", "seq", b"seq", "signal", b"signal", "stop_update", b"stop_update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["fix", "signal", "scan", "alert", "gap"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["fix", "signal", "scan", "alert", "gap", "fence_event", "stop_update", "delivery", "eta", "blob_chunk", "document_status"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
