@@ -7,8 +7,10 @@ Why it is built this way:
   Ack published, so a collector that dies mid-batch gets the message again (persistent session)
   or the van resends it (no end-to-end Ack); either way nothing is lost and duplicates are harmless.
 * Batches are stored on a worker thread, never on paho's network thread, so keep-alive pings go
-  out however slow the disk is. The queue cannot overflow: the CONNECT asks the broker (MQTT 5
-  Receive Maximum) for at most ``receive_maximum`` unacknowledged messages at a time.
+  out however slow the disk is. Memory is bounded by back-pressure, not by hope: the CONNECT asks
+  the broker (MQTT 5 Receive Maximum) for at most ``receive_maximum`` unacknowledged messages at
+  a time, by default ``INFLIGHT_BYTES // max batch bytes`` (2 batches of 4 MiB: 8 MiB of
+  payload in hand), and the broker holds the rest of a flood until PUBACKs free the window.
 * The topic names the vehicle (a van's ACL lets it publish only there); the batch must agree.
 * The subscription is shared (``$share/dropline-collectors/...``) so collectors can run side by
   side, each batch going to one of them.
@@ -38,6 +40,9 @@ from protocols.mqtt_url import MqttTarget
 
 log = logging.getLogger("dropline.collector.mqtt")
 
+INFLIGHT_BYTES = 8 * 1024 * 1024
+"""Payload bytes a collector takes from the broker before it has acknowledged them (at most)."""
+
 
 class MqttIngest:
     """One MQTT connection feeding the ingest. ``start`` returns at once and the client connects,
@@ -45,6 +50,7 @@ class MqttIngest:
 
     With a ``client_id`` the session is persistent (clean start off, kept an hour by the broker)
     so batches delivered during a collector restart wait for it; without one each start is fresh.
+    ``receive_maximum`` (default: from ``INFLIGHT_BYTES``) bounds the batches held in memory.
     """
 
     def __init__(
@@ -54,7 +60,7 @@ class MqttIngest:
         *,
         client_id: str | None = None,
         keepalive_s: int = 10,
-        receive_maximum: int = 64,
+        receive_maximum: int | None = None,
         shared: bool = True,
         session_expiry_s: int = 3600,
     ) -> None:
@@ -64,6 +70,8 @@ class MqttIngest:
         self.ready = threading.Event()
         self._persistent = client_id is not None
         self._keepalive_s = keepalive_s
+        if receive_maximum is None:
+            receive_maximum = max(1, INFLIGHT_BYTES // ingest.limits.max_bytes)
         self._receive_maximum = receive_maximum
         self._session_expiry_s = session_expiry_s
         self._queue: queue.Queue[tuple[int, MQTTMessage] | None] = queue.Queue(maxsize=4 * receive_maximum)

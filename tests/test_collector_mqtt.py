@@ -400,3 +400,38 @@ def test_collector_dying_between_commit_and_ack_loses_nothing(
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.line()["duplicates"] == 10
     assert [v["records"] for v in export(db, "vehicles")] == [10]
+
+
+def test_collector_announces_each_subscription_on_the_collectors_topic(
+    broker: Mosquitto, ingest: Ingest
+) -> None:
+    """Vans resend at once what no collector was subscribed for when they hear a collector on
+    ``dropline/v1/collectors``: it must say so when it subscribes, and again after a broker restart."""
+    heard: queue.Queue[bytes] = queue.Queue()
+
+    def listen() -> Client:
+        subscribed = threading.Event()
+        client = Client(
+            CallbackAPIVersion.VERSION2, client_id=f"van-{uuid.uuid4().hex[:8]}", protocol=MQTTv311
+        )
+        client.on_message = lambda c, u, m: heard.put(bytes(m.payload))
+        client.on_subscribe = lambda *a: subscribed.set()
+        client.connect(broker.host, broker.port, keepalive=10)
+        client.loop_start()
+        client.subscribe(topics.COLLECTORS, qos=1)
+        assert subscribed.wait(10)
+        return client
+
+    listener = listen()
+    mq = start_collector(ingest, broker)
+    try:
+        assert heard.get(timeout=10) == b"online"
+        listener.disconnect()
+        listener.loop_stop()
+        broker.restart()
+        listener = listen()  # a van back on the restarted broker, before the collector
+        assert heard.get(timeout=20) == b"online"
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+        mq.stop()
