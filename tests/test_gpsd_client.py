@@ -538,7 +538,7 @@ bad_lines = st.one_of(
             lambda n: (json.dumps(o).encode()[:n], "bad_json")
         )
     ),
-    st.binary(max_size=40).map(lambda b: (b"\xff" + b.replace(b"\n", b""), "bad_utf8")),
+    st.binary(max_size=40).map(lambda b: (b"\xff" + b.replace(b"\n", b"").replace(b"\r", b""), "bad_utf8")),
     st.text(max_size=20).map(lambda t: (f'{{"class":"TPV"\x00{t}}}'.replace("\n", "").encode(), "bad_json")),
     st.one_of(st.integers(), st.lists(st.integers(), max_size=3), st.text(max_size=10)).map(
         lambda v: (json.dumps(v).encode(), "not_object")
@@ -599,7 +599,7 @@ def test_random_bytes_never_raise(data: bytes, cuts: list[int]) -> None:
         start = cut
     s.end()
     assert all(sane(f) for f in got)
-    assert s.rejects.total <= data.count(b"\n") + 1
+    assert s.rejects.total <= data.count(b"\n") + data.count(b"\r") + 1  # at most one per line
 
 
 @settings(max_examples=100, deadline=None)

@@ -12,12 +12,13 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from firmware_bridge.scanner.lines import LineAssembler, Overlong
+from firmware_bridge.scanner.lines import MAX_LINE, LineAssembler, Overlong
 from firmware_bridge.scanner.parse import parse_scan
 from firmware_bridge.scanner.serial_scanner import SerialScannerDriver
 from protocols.records import Scan
@@ -27,6 +28,13 @@ BARCODES = DATA / "barcodes"
 RAW = (BARCODES / "scans_raw.txt").read_bytes()
 IDS = (BARCODES / "scans_raw.ids").read_text().split()
 LINES = RAW.split(b"\r\n")[:-1]
+# Written after a test's data: once it arrives, everything before it has been read, so "nothing
+# else came" is checked without waiting for a quiet moment.
+SENTINEL = b"]C100106141412345678908"
+# The raw scans that break a GS1 rule, checked by hand (mod-10 over the key's digits, weights 3
+# and 1 from the right): D0021 D0050 D0051 D0095 D0113 D0122 D0131 D0161 D0168 D0198 D0291 carry
+# a wrong check digit (e.g. GTIN-8 15000000: 1*3 + 5*1 = 8, check 2, not 0), D0035 month 00.
+RAW_INVALID = {"bad_check_digit": 11, "bad_date": 1}
 
 
 class Collector:
@@ -95,10 +103,9 @@ def test_raw_file_through_a_pty_gives_every_scan(
     driver_on: tuple[int, SerialScannerDriver, Collector], ending: bytes
 ) -> None:
     master, driver, sink = driver_on
-    _write_in_chunks(master, RAW.replace(b"\r\n", ending))
-    scans = sink.wait_for(286)
-    time.sleep(0.3)  # nothing more may come: a CRLF must not yield an empty scan
-    scans = list(sink.scans)
+    _write_in_chunks(master, RAW.replace(b"\r\n", ending) + SENTINEL + ending)
+    scans = sink.wait_for(287)
+    assert scans.pop().raw == SENTINEL.decode()  # nothing else came: a CRLF is no empty scan
     expected = _expected_raws()
     assert len(scans) == 286 == len(expected)
     for scan, raw in zip(scans, expected, strict=True):
@@ -107,7 +114,10 @@ def test_raw_file_through_a_pty_gives_every_scan(
         assert (scan.kind, scan.fields, scan.symbology) == (direct.kind, direct.fields, direct.symbology)
     times = [s.time for s in scans]
     assert times == sorted(times) and times[0] >= 1_000_000  # arrival times from the injected clock
-    assert driver.rejects.total == 0
+    # a scan breaking a GS1 rule is delivered (kind unknown, its error fields) and counted
+    assert driver.rejects.as_dict() == RAW_INVALID
+    assert Counter(s.fields["error"] for s in scans if "error" in s.fields) == Counter(RAW_INVALID)
+    assert all(s.kind == "unknown" for s in scans if "error" in s.fields)
     assert sum(b"\x1d" in line for line in LINES) == 11
     assert sum("\x1d" in s.raw for s in scans) == 11
 
@@ -123,12 +133,12 @@ def test_junk_between_good_lines_is_counted(driver_on: tuple[int, SerialScannerD
             b"9" * 5000 + b"\r\n",
             b"\r\n\r\n\n\r",
             b"1Z410E7W0392751591\r\n",
+            SENTINEL + b"\r\n",
         ]
     )
     _write_in_chunks(master, junk, largest=300)
-    scans = sink.wait_for(2)
-    time.sleep(0.3)
-    assert [s.kind for s in sink.scans] == ["sscc", "tracking"]
+    scans = sink.wait_for(3)
+    assert [s.kind for s in scans] == ["sscc", "tracking", "sscc"]
     assert driver.rejects.as_dict() == {"nul": 1, "invalid_utf8": 1, "control": 1, "overlong": 1}
     assert scans[0].fields["sscc"] == "106141412345678908"
 
@@ -208,7 +218,7 @@ def test_scanner_unplugged_mid_line_and_back(
 
 
 def test_line_assembler_crlf_split_across_reads() -> None:
-    a = LineAssembler()
+    a = LineAssembler(MAX_LINE)
     assert a.feed(b"abc\r") == [b"abc"]
     assert a.feed(b"\ndef\r") == [b"def"]
     assert a.feed(b"\n") == []
@@ -225,3 +235,34 @@ def test_line_assembler_overlong_is_reported_once_and_dropped() -> None:
     assert a.pending == 0
     assert a.feed(b"tail\nok\n") == [b"ok"]
     assert a.feed(b"x" * 8 + b"\n") == [b"x" * 8]
+
+
+def test_a_scan_breaking_a_gs1_rule_is_counted_and_passed_on(
+    driver_on: tuple[int, SerialScannerDriver, Collector],
+) -> None:
+    """Misreads a scanner's own check let through, each delivered raw as kind unknown and counted:
+    an SSCC ending 9 (GS1 mod 10 over 10614141234567890, weights 3,1,... from the right, sums to
+    132: check digit 8), a GTIN-13 ending 8 (590123412345: 83, check 7) and an expiry date (17)
+    with month 00."""
+    master, driver, sink = driver_on
+    bad = [
+        ("]C100106141412345678909", "bad_check_digit", "00"),
+        ("5901234123458", "bad_check_digit", None),
+        ("]C1010590123412345717250000", "bad_date", "17"),
+    ]
+    data = b"".join(raw.encode() + b"\r\n" for raw, _, _ in bad) + SENTINEL + b"\r\n"
+    _write_in_chunks(master, data, largest=5)
+    scans = sink.wait_for(4)
+    assert [s.raw for s in scans] == [raw for raw, _, _ in bad] + [SENTINEL.decode()]
+    for scan, (_, reason, ai) in zip(scans, bad, strict=False):
+        assert scan.kind == "unknown"
+        assert scan.fields["error"] == reason and scan.fields["error_detail"]
+        assert scan.fields.get("error_ai") == ai
+    assert scans[-1].kind == "sscc" and "error" not in scans[-1].fields
+    assert driver.rejects.as_dict() == {"bad_check_digit": 2, "bad_date": 1}
+
+
+def test_line_assembler_uses_the_scanner_limit() -> None:
+    a = LineAssembler(MAX_LINE)
+    assert a.feed(b"9" * MAX_LINE + b"\r\n") == [b"9" * MAX_LINE]
+    assert a.feed(b"9" * (MAX_LINE + 1) + b"\r\n") == [Overlong(MAX_LINE + 1)]

@@ -24,6 +24,7 @@ from typing import Any
 
 from firmware_bridge.driver import Driver
 from firmware_bridge.gps.tpv import fix_from_tpv
+from firmware_bridge.lines import LineAssembler
 from protocols.errors import DeviceError
 from protocols.records import Fix
 from protocols.rejects import Rejects
@@ -47,10 +48,12 @@ def watch_command(device: str | None = None) -> bytes:
 class GpsdStream:
     """gpsd's newline-delimited JSON, in chunks of any size, to fixes; pure and deterministic.
 
-    Rejections (counted in ``rejects``): ``bad_utf8``, ``bad_json``, ``not_object``, ``overlong``
-    (a line over ``max_line`` bytes, dropped up to its newline), ``truncated`` (an unterminated
-    line when the stream ends), ``bad_tpv`` (a TPV that claims a position gpsd could not have
-    sent: latitude 95, an unreadable time) and ``gpsd_error`` (gpsd's ERROR reports).
+    Lines are split by the shared :class:`LineAssembler`: gpsd ends each with CR LF (a lone CR or
+    LF ends one too). Rejections (counted in ``rejects``): ``bad_utf8``, ``bad_json``,
+    ``not_object``, ``overlong`` (a line over ``max_line`` bytes, dropped up to its end, never
+    held), ``truncated`` (an unterminated line when the stream ends), ``bad_tpv`` (a TPV that
+    claims a position gpsd could not have sent: latitude 95, an unreadable time) and
+    ``gpsd_error`` (gpsd's ERROR reports).
     TPVs without a position (mode 0/1, or no lat/lon/time yet) are normal while a receiver
     acquires: they are counted in ``no_position``, not rejected; so are simulated fixes
     (``status`` 8, a receiver in demo mode).
@@ -62,52 +65,24 @@ class GpsdStream:
         self.classes: Counter[str] = Counter()
         self.no_position = 0
         self.last_error: str | None = None
-        self._buf = bytearray()
-        self._discarding = False
+        self._lines = LineAssembler(max_line, self.rejects)
 
     def reset(self) -> None:
         """Forget a partial line: a new connection never continues the old one's last line."""
-        self._buf.clear()
-        self._discarding = False
+        self._lines.reset()
 
     def push(self, chunk: bytes) -> list[Fix]:
         """The fixes of every line completed by ``chunk``; a partial last line waits for more."""
         fixes: list[Fix] = []
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                break
-            piece = chunk[start:end]
-            start = end + 1
-            if self._discarding:
-                self._discarding = False
-                continue
-            if self._buf:
-                self._buf += piece
-                line = bytes(self._buf)
-                self._buf.clear()
-            else:
-                line = piece
-            if len(line) > self.max_line:
-                self.rejects.reject("overlong", line[:120])
-                continue
-            fix = self.line(line)
+        for raw in self._lines.push(chunk):
+            fix = self.line(raw)
             if fix is not None:
                 fixes.append(fix)
-        if not self._discarding:
-            self._buf += chunk[start:]
-            if len(self._buf) > self.max_line:
-                self.rejects.reject("overlong", bytes(self._buf[:120]))
-                self._buf.clear()
-                self._discarding = True
         return fixes
 
     def end(self) -> None:
         """The stream stopped: an unterminated line is incomplete, never parsed."""
-        if self._buf.strip():
-            self.rejects.reject("truncated", bytes(self._buf[:120]))
-        self.reset()
+        self._lines.end()
 
     def line(self, raw: bytes | str) -> Fix | None:
         """One report (without its newline) to a Fix, or None: counted when it is bad input."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import serial
 
+from firmware_bridge import lines
 from firmware_bridge.driver import Driver
 from firmware_bridge.gps.nmea import NmeaDecoder
 from firmware_bridge.gps.timebase import BUILD_FLOOR
@@ -25,35 +26,13 @@ from protocols.rejects import Rejects
 MAX_LINE = 256
 
 
-class LineAssembler:
-    """Bytes in arbitrary chunks -> complete lines (CR LF, LF or lone CR terminated).
+class LineAssembler(lines.LineAssembler):
+    """The shared assembler with NMEA's line limit: CR LF, LF or lone CR end a sentence; a line
+    over ``MAX_LINE`` is counted as ``overlong``, an unterminated one at :meth:`end` as
+    ``truncated``, both in ``rejects`` (the decoder's or the driver's)."""
 
-    An unterminated tail longer than ``MAX_LINE`` is dropped and counted as ``overlong``; what is
-    left when the stream ends is an incomplete sentence, counted as ``truncated``.
-    """
-
-    def __init__(self, rejects: Rejects) -> None:
-        self._buf = b""
-        self._rejects = rejects
-
-    def push(self, chunk: bytes) -> list[bytes]:
-        data = self._buf + chunk
-        if b"\r" in data:
-            # CR alone ends a line on some receivers; CR LF becomes LF then an empty line, ignored
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if len(tail) > MAX_LINE:
-            self._rejects.reject("overlong", tail[:MAX_LINE])
-            tail = b""
-        self._buf = tail
-        return [line for line in lines if line]
-
-    def end(self) -> None:
-        """The stream stopped: an unterminated line never completed."""
-        if self._buf.strip():
-            self._rejects.reject("truncated", self._buf)
-        self._buf = b""
+    def __init__(self, rejects: Rejects, max_line: int = MAX_LINE) -> None:
+        super().__init__(max_line, rejects)
 
 
 class SerialNmeaDriver(Driver[Fix]):

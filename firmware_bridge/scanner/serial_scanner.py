@@ -5,6 +5,10 @@ both pure; this module only owns the port. A scan's ``time`` is its arrival time
 injected clock (the shell's; ``time.time`` by default), the only clock a scanner has. Unreadable
 lines are counted in ``self.rejects`` (``overlong``, ``nul``, ``invalid_utf8``, ``control``,
 ``truncated`` for a line cut off by a disconnect); nothing a scanner sends can stop the driver.
+A scan that breaks a GS1 rule (a wrong check digit, an impossible date) is counted there too,
+under its :func:`invalid_reason`, and still delivered: a ``Scan`` of kind ``unknown`` keeping the
+raw read and its ``error``, ``error_detail`` (and ``error_ai``) fields, so the driver's counters
+show misreads while the core still records what was scanned.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import serial
 
 from firmware_bridge.driver import Driver
 from firmware_bridge.scanner.lines import MAX_LINE, LineAssembler, Overlong, UnreadableLine, decode_line
-from firmware_bridge.scanner.parse import parse_scan
+from firmware_bridge.scanner.parse import invalid_reason, parse_scan
 from protocols.errors import DeviceError
 from protocols.records import Scan
 from protocols.rejects import Rejects
@@ -65,7 +69,7 @@ class SerialScannerDriver(Driver[Scan]):
         self.port = port
         self.baudrate = baudrate
         self._clock = clock
-        self._lines = LineAssembler(max_line)
+        self._lines = LineAssembler(max_line, self.rejects)
         self._serial: serial.Serial | None = None
 
     @property
@@ -89,12 +93,15 @@ class SerialScannerDriver(Driver[Scan]):
         data = port.read(max(1, port.in_waiting))  # SerialException is an OSError: the base reconnects
         if not data:
             return ()
-        return scans_from_lines(self._lines.feed(data), self._clock(), self.rejects)
+        scans = scans_from_lines(self._lines.push(data), self._clock(), self.rejects)
+        for scan in scans:
+            reason = invalid_reason(scan)
+            if reason is not None:
+                self.rejects.reject(reason, f"{scan.fields.get('error_detail', '')}: {scan.raw[:80]!r}")
+        return scans
 
     def _close(self) -> None:
-        if self._lines.pending:
-            self.rejects.reject("truncated", f"{self._lines.pending} bytes before the device went away")
-        self._lines.reset()
+        self._lines.end()  # a line cut off by the disconnect is counted as ``truncated``
         port, self._serial = self._serial, None
         if port is not None:
             try:
