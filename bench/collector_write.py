@@ -6,7 +6,10 @@ Measures, on the same generated fixes, in one run:
      plain and zlib-packed;
   3. the same over a real gRPC stream on loopback, and through a real Mosquitto (a window of
      batches in flight, each acknowledged end to end);
-  4. the usual approach as a peer: one INSERT and one commit per record (on a sample), and the ratio.
+  4. the usual approach as a peer: one INSERT and one commit per record (on a sample), and the ratio;
+  5. out-of-order sparse seqs (``--sparse``): one van, 16 batches of 20,000 odd-only seqs, newest
+     first, each batch's seconds printed (it must not grow with the ranges held), while another
+     van writes small batches and its slowest write is printed (how long the fleet waits).
 Every commit is fsync'd (WAL, synchronous=FULL), as in production.
 
 Run: ``.venv/bin/python bench/collector_write.py [--records 1000000] [--batch 2000] [--vehicles 1]``
@@ -209,6 +212,49 @@ def bench_row_by_row(tmp: Path, sample: int) -> float:
     return rate
 
 
+def bench_sparse(tmp: Path, batches: int = 16, per_batch: int = 20_000) -> None:
+    """The reliability issue's pattern: nothing merges and every range goes in at the front."""
+    store = SqliteStore(tmp / "sparse.db")
+    top = 2 * batches * per_batch
+    plan = [
+        [fix_record(s) for s in range(top - 1 - 2 * per_batch * b, top - 1 - 2 * per_batch * (b + 1), -2)]
+        for b in range(batches)
+    ]
+    done = threading.Event()
+    waits: list[float] = []
+
+    def other_van() -> None:
+        seq = 1
+        while not done.is_set():
+            start = time.perf_counter()
+            store.write("van-other", [fix_record(s) for s in range(seq, seq + 100)])
+            waits.append(time.perf_counter() - start)
+            seq += 100
+
+    other = threading.Thread(target=other_van)
+    other.start()
+    times = []
+    for records in plan:
+        start = time.perf_counter()
+        store.write("van-sparse", records)
+        times.append(time.perf_counter() - start)
+    done.set()
+    other.join()
+    print(f"5. {batches} batches of {per_batch:,} odd-only seqs, newest first: seconds per batch")
+    print("   " + " ".join(f"{t:.2f}" for t in times))
+    print(
+        f"   first {times[0]:.2f} s, last {times[-1]:.2f} s; the other van's slowest write {max(waits):.2f} s"
+    )
+    [progress] = [p for p in store.vehicles() if p.vehicle == "van-sparse"]
+    n = batches * per_batch
+    assert progress.records == n and len(progress.open_gaps) == n - 1  # every even seq below the top
+    store.close()
+
+
+def fix_record(s: int) -> pb.Record:
+    return pb.Record(seq=s, fix=pb.Fix(time_ms=T0 + s * 1000, mode=3, lat_e7=481_371_000, lon_e7=115_754_000))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -218,7 +264,12 @@ def main() -> None:
     parser.add_argument("--vehicles", type=int, default=1)
     parser.add_argument("--peer-sample", type=int, default=3000, help="records for the row-by-row peer")
     parser.add_argument("--dir", type=Path, help="where the databases go (default: a temporary folder)")
+    parser.add_argument("--sparse", action="store_true", help="only the out-of-order sparse scenario (5.)")
     args = parser.parse_args()
+    if args.sparse:
+        with tempfile.TemporaryDirectory(dir=args.dir) as d:
+            bench_sparse(Path(d))
+        return
     n = args.records // args.vehicles * args.vehicles
     print(f"{n:,} fixes, {args.vehicles} vehicle(s), batches of {args.batch}; WAL, synchronous=FULL")
     plain = make_batches(n, args.batch, args.vehicles, compress=False)
