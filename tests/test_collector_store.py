@@ -181,7 +181,7 @@ def test_latest_position_is_the_newest_fix_whatever_the_arrival_order(store: Sql
 
 def test_unknown_body_kind_is_kept_opaque(store: SqliteStore) -> None:
     newer = pb.Record(seq=1)
-    newer.MergeFromString(b"\x7a\x03abc")  # field 15, length-delimited: a body kind of a later schema
+    newer.MergeFromString(b"\x9a\x06\x03abc")  # field 99, length-delimited: a body kind of a later schema
     result = store.write("van-1", [newer])
     assert result.inserted == 1 and result.contiguous == 1
     assert [r["kind"] for r in store.export("all")] == ["unknown"]
