@@ -13,7 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
-from protocols.errors import ConfigError, MappingError
+from protocols.errors import ConfigError, DbcError, MappingError
 from protocols.mqtt_url import parse_mqtt_url
 from protocols.topics import valid_vehicle
 
@@ -226,19 +226,25 @@ def _readable(file: Path, where: str) -> None:
 
 def _check_files(config: AgentConfig, where: str) -> None:
     """Files the drivers will need, checked now so a typo is a usage error naming the field, not
-    a traceback or a driver that never starts. DBC contents are checked when the decoder loads it
-    (cantools is too heavy to load twice)."""
+    a traceback or a driver that never starts."""
     if config.gps and config.gps.driver in ("nmea-file", "trace-file"):
         _readable(config.gps.path, f"{where}.gps.path")
     if config.can:
         _readable(config.can.dbc, f"{where}.can.dbc")
         if config.can.driver == "can-log":
             _readable(config.can.path, f"{where}.can.path")
-        if config.can.mapping:
-            from firmware_bridge.can.mapping import load_mapping  # tomllib only, no cantools
+        # Drivers build their decoder in their own thread, where a bad DBC or mapping would only
+        # be retried forever: parse both now (about 0.1 s for a vehicle's DBC), checked together.
+        from firmware_bridge.can.decoder import load_dbc
+        from firmware_bridge.can.mapping import load_mapping
 
+        try:
+            db = load_dbc(config.can.dbc)
+        except DbcError as exc:
+            raise ConfigError(f"{where}.can.dbc: {exc}") from None
+        if config.can.mapping:
             try:
-                load_mapping(config.can.mapping)
+                load_mapping(config.can.mapping, db)
             except MappingError as exc:
                 raise ConfigError(f"{where}.can.mapping: {exc}") from None
     if config.scanner and config.scanner.driver == "scan-file":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import signal
@@ -15,6 +16,21 @@ from dropline_cli import cext
 from protocols.errors import ConfigError, DbcError, MappingError, UsageError
 
 log = logging.getLogger("dropline.agent")
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, to keep the agent's heap small on a Pi: by default each thread that allocates
+    (drivers, uplink, gRPC's) gets its own malloc arena, and memory freed in one is not reused by
+    another; the agent's load needs no parallel malloc (measured with ``bench/memory.py``). None
+    off glibc (musl has no arenas to limit)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +47,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
         cext.check()
+        libc = _glibc()
+        if libc is not None:
+            libc.mallopt(_M_ARENA_MAX, 2)
         from agent.runtime import Agent
 
         agent = Agent(config)
+        if libc is not None:
+            libc.malloc_trim(0)  # give back what loading (DBC, GS1 tables) used only briefly
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
     except DbcError as exc:  # the DBC is parsed only when the decoder loads it
