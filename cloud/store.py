@@ -42,8 +42,7 @@ CONFLICT = "conflict"
 
 EXPORT_KINDS: dict[str, tuple[str, ...] | None] = {
     **{name: (body,) for body, name in convert.KINDS.items()},
-    "events": (),  # record kinds of later issues: accepted, nothing stored under them yet
-    "deliveries": (),
+    "events": ("fence_event", "stop_update"),  # what happened on the route
     "all": None,
 }
 """``dropline export --kind`` name -> the record body kinds it prints (None: every kind); the

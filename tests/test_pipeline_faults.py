@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
-from cloud.grpc_server import SERVICE, UplinkServicer, server_options
+from cloud.grpc_server import SERVICE, StreamLimits, StreamTable, UplinkServicer, server_options
 from cloud.ingest import Ingest
 from cloud.store import SqliteStore
 from protocols.dropline.v1 import dropline_pb2 as pb
@@ -387,13 +387,13 @@ class ChaoticAcks(UplinkServicer):
     """The real ingest and store, with the acks on the way back lost, doubled and reordered."""
 
     def __init__(self, ingest: Ingest, seed: int) -> None:
-        super().__init__(ingest)
+        super().__init__(ingest, StreamTable(StreamLimits()))
         self.rng = random.Random(seed)
         self.lost = self.doubled = self.reordered = 0
         self._lock = threading.Lock()
 
-    def Stream(self, request_iterator: Iterator[bytes], context: Any) -> Iterator[pb.Ack]:
-        held: list[pb.Ack] = []
+    def Stream(self, request_iterator: Iterator[bytes], context: Any) -> Iterator[pb.Downlink]:
+        held: list[pb.Downlink] = []
         for ack in super().Stream(request_iterator, context):
             with self._lock:
                 roll = self.rng.random()
@@ -422,7 +422,7 @@ def test_acks_lost_duplicated_and_reordered(tmp_path: Path) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=server_options(ingest.limits))
     handlers = {
         "Stream": grpc.stream_stream_rpc_method_handler(
-            chaos.Stream, request_deserializer=None, response_serializer=pb.Ack.SerializeToString
+            chaos.Stream, request_deserializer=None, response_serializer=pb.Downlink.SerializeToString
         )
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
