@@ -51,6 +51,22 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "the core on recorded files merged by event time: the records the agent would commit",
         "dropline replay --config examples/replay.toml",
     ),
+    ("config", "keygen"): (
+        "dropline_cli.config_cmd",
+        "a fleet engineer's ed25519 signing key pair (KEY and KEY.pub)",
+        "dropline config keygen --out fleet.key",
+    ),
+    ("config", "sign"): (
+        "dropline_cli.config_cmd",
+        "sign a configuration or manifest for one van or a fleet (version, expiry)",
+        "dropline config sign agent.toml --key fleet.key --vehicle van-7 --version 3 "
+        "--expires 2027-01-01T00:00:00Z --kind config -o agent.toml.signed",
+    ),
+    ("config", "verify"): (
+        "dropline_cli.config_cmd",
+        "check a signed document against trusted public keys",
+        "dropline config verify agent.toml.signed --pub fleet.key.pub",
+    ),
     ("demo",): (
         "dropline_cli.demo",
         "a van replaying a recorded drive, CAN log and scans into a local collector",

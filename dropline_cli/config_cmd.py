@@ -1,0 +1,149 @@
+"""``dropline config keygen | sign | verify | push``: signed fleet documents (protocols/envelope.py).
+
+``keygen`` writes a fleet engineer's ed25519 key pair; ``sign`` wraps a file in an envelope bound
+to one vehicle (or a fleet), a version, an expiry and a kind; ``verify`` checks one against the
+public keys a van trusts and prints what it holds; ``push`` hands a signed envelope to the
+collector's store for delivery (MQTT retained, gRPC downlink).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols import envelope
+from protocols.errors import UsageError
+from protocols.records import iso_time, parse_iso_time
+
+HELP = "signed configuration and manifests: keygen, sign, verify, push"
+EXAMPLE = (
+    "dropline config sign examples/agent.toml --key fleet.key --vehicle van-7 --version 3 "
+    "--expires 2027-01-01T00:00:00Z --kind config -o agent.toml.signed"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    action = parser.prog.split()[-1]
+    if action == "keygen":
+        parser.add_argument("--out", required=True, metavar="KEY", help="private key file (KEY.pub: public)")
+    elif action == "sign":
+        parser.add_argument("file", type=Path, metavar="FILE", help="the document body")
+        parser.add_argument("--key", required=True, action="append", type=Path, help="private key (repeat)")
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--vehicle", metavar="V", help="the one van this document is for")
+        target.add_argument("--fleet", metavar="F", help="every van of this fleet")
+        parser.add_argument("--version", required=True, type=int, help="greater than any before it")
+        parser.add_argument("--expires", required=True, metavar="ISO", help="e.g. 2027-01-01T00:00:00Z")
+        parser.add_argument("--kind", required=True, choices=envelope.KINDS)
+        parser.add_argument("-o", "--output", type=Path, help="envelope file (default: stdout)")
+    elif action == "verify":
+        parser.add_argument("file", type=Path, metavar="FILE", help="an envelope")
+        parser.add_argument("--pub", required=True, action="append", type=Path, help="trusted key (repeat)")
+        parser.add_argument("--threshold", type=int, default=1, help="distinct keys that must sign")
+        parser.add_argument("--body", type=Path, help="write the verified body here")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _print(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args._path[-1]
+    if action == "keygen":
+        return _keygen(Path(args.out))
+    if action == "sign":
+        return _sign(args)
+    return _verify(args)
+
+
+def _keygen(out: Path) -> int:
+    key = Ed25519PrivateKey.generate()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(envelope.private_pem(key))
+    pub = out.with_name(out.name + ".pub")
+    pub.write_bytes(envelope.public_pem(key.public_key()))
+    _print({"key": str(out), "pub": str(pub), "keyid": envelope.key_id(key.public_key())})
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    keys = []
+    for path in args.key:
+        try:
+            keys.append(envelope.load_private_key(_read(path)))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{path}: not an unencrypted ed25519 private key ({exc})") from None
+    try:
+        expires = parse_iso_time(args.expires)
+    except ValueError:
+        raise UsageError(f"--expires {args.expires!r}: not an ISO 8601 time") from None
+    try:
+        data = envelope.sign(
+            _read(args.file),
+            keys,
+            kind=args.kind,
+            version=args.version,
+            expires=expires,
+            vehicle=args.vehicle,
+            fleet=args.fleet,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.output:
+        args.output.write_bytes(data)
+    else:
+        sys.stdout.write(data.decode() + "\n")
+    return 0
+
+
+def trust_from(paths: list[Path], threshold: int) -> envelope.Trust:
+    """The trusted keys in ``paths`` (PEM public keys); a usage error names a bad file."""
+    keys = []
+    for path in paths:
+        try:
+            keys.append(envelope.load_public_key(_read(path)))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{path}: not an ed25519 public key ({exc})") from None
+    try:
+        return envelope.Trust(keys, threshold)
+    except ValueError as exc:
+        raise UsageError(f"--threshold: {exc}") from None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    trust = trust_from(args.pub, args.threshold)
+    try:
+        doc = envelope.open_envelope(_read(args.file).strip(), trust)
+    except envelope.EnvelopeError as exc:
+        _print({"file": str(args.file), "valid": False, "reason": exc.reason, "detail": str(exc)})
+        return 1
+    if args.body:
+        args.body.write_bytes(doc.body)
+    _print(
+        {
+            "file": str(args.file),
+            "valid": True,
+            "kind": doc.kind,
+            "vehicle": doc.vehicle,
+            "fleet": doc.fleet,
+            "version": doc.version,
+            "expires": iso_time(doc.expires),
+            "schema": doc.schema,
+            "signed_by": list(doc.signed_by),
+            "bytes": len(doc.body),
+        }
+    )
+    return 0
