@@ -794,6 +794,9 @@ class Outbox:
             covered = {s for _, _, seqs in marks for s in seqs}
             n = 0
             by_reason: dict[str, int] = {}
+            if self.stats.stalled:  # do not hold the core up waiting for the lock: resend later
+                self._release(tx)
+                return 0
             try:
                 db = self._db
                 db.execute("BEGIN IMMEDIATE")
