@@ -10,6 +10,7 @@ import os
 from setuptools import setup
 
 CYTHON_MODULES = [
+    "agent/geofence.py",
     "firmware_bridge/gps/nmea_fields.py",
     "protocols/wire.py",
 ]

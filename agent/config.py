@@ -126,6 +126,50 @@ class ScannerConfig:
 
 
 @dataclass(frozen=True)
+class RouteConfig:
+    manifest: Path = setting(
+        Path(""), "delivery manifest (JSON, protocols/manifest.schema.json); empty = none"
+    )
+    band_m: float = setting(
+        20.0,
+        "geofence hysteresis band: enter this far inside, exit this far outside",
+        "m",
+        min=0.0,
+        max=1000.0,
+    )
+    confirm_fixes: int = setting(
+        3, "consecutive good fixes that confirm an enter or exit", "fixes", min=1, max=100
+    )
+    confirm_s: float = setting(
+        2.0, "time a run of fixes must span to confirm an enter or exit", "s", min=0.0, max=600.0
+    )
+    arrive_s: float = setting(
+        30.0,
+        "time inside a stop's fence before it counts as an arrival (pass-by suppression)",
+        "s",
+        min=0.0,
+        max=3600.0,
+    )
+    max_gap_s: float = setting(
+        10.0, "a longer gap between good fixes restarts a confirmation run", "s", min=0.0, max=3600.0
+    )
+    max_hdop: float = setting(5.0, "fixes with a higher HDOP are ignored by the geofence", min=0.5, max=99.0)
+    require_3d: bool = setting(False, "ignore 2D fixes in the geofence")
+    dwell_factor: float = setting(
+        2.0, "extended_dwell when time at a stop exceeds service_s times this", min=1.0, max=100.0
+    )
+    idle_s: float = setting(
+        300.0, "idling alert: ignition on and stationary longer than this", "s", min=10.0, max=86400.0
+    )
+    idle_speed_kmh: float = setting(
+        2.0, "at or below this CAN speed the van is stationary", "km/h", min=0.0, max=20.0
+    )
+    gps_lost_s: float = setting(
+        10.0, "gps_lost alert after this long without a fix", "s", min=1.0, max=86400.0
+    )
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     vehicle: VehicleConfig = setting(doc="the van")
     outbox: OutboxConfig = setting(OutboxConfig(), "store-and-forward buffer")
@@ -133,6 +177,7 @@ class AgentConfig:
     gps: GpsConfig | None = setting(None, "GNSS receiver; absent = none")
     can: CanConfig | None = setting(None, "CAN bus; absent = none")
     scanner: ScannerConfig | None = setting(None, "barcode scanner; absent = none")
+    route: RouteConfig = setting(RouteConfig(), "manifest, geofence and delivery exception thresholds")
 
 
 T = TypeVar("T")
@@ -249,6 +294,8 @@ def _check_files(config: AgentConfig, where: str) -> None:
                 raise ConfigError(f"{where}.can.mapping: {exc}") from None
     if config.scanner and config.scanner.driver == "scan-file":
         _readable(config.scanner.path, f"{where}.scanner.path")
+    if config.route.manifest != Path(""):
+        _readable(config.route.manifest, f"{where}.route.manifest")
 
 
 def _number(x: float) -> str:

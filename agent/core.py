@@ -11,17 +11,42 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agent.config import RouteConfig
 from agent.events import CoreEvent
+from agent.geofence import Rules
 from agent.stages.base import Effect, Stage, StageOutput, VehicleState
+from agent.stages.geofence import GeofenceStage
 from agent.stages.gps_watch import GpsWatch
 from agent.stages.receipts import Receipts
+from agent.stages.route import RouteRules, RouteStage
 from agent.stages.vehicle import VehicleStage
 from protocols.records import Record
 
 
-def default_stages(gps_lost_s: float = 10.0) -> list[Stage]:
-    """The stages a van runs, in order: vehicle state, the GPS-lost rule, shell receipts."""
-    return [VehicleStage(), GpsWatch(gps_lost_s), Receipts()]
+def default_stages(gps_lost_s: float = 10.0, route: RouteConfig | None = None) -> list[Stage]:
+    """The stages a van runs, in order: vehicle state, geofence, route (stop progress, proofs of
+    delivery, exceptions), the GPS-lost rule, shell receipts. With ``route`` (``[route]``), its
+    thresholds, ``gps_lost_s`` included; without, the defaults and ``gps_lost_s``."""
+    if route is None:
+        route = RouteConfig(gps_lost_s=gps_lost_s)
+    rules = Rules(
+        band_m=route.band_m,
+        confirm_fixes=route.confirm_fixes,
+        confirm_s=route.confirm_s,
+        arrive_s=route.arrive_s,
+        max_gap_s=route.max_gap_s,
+        max_hdop=route.max_hdop,
+        require_3d=route.require_3d,
+    )
+    geofence = GeofenceStage(rules)
+    route_rules = RouteRules(route.dwell_factor, route.idle_s, route.idle_speed_kmh)
+    return [
+        VehicleStage(),
+        geofence,
+        RouteStage(geofence, route_rules),
+        GpsWatch(route.gps_lost_s),
+        Receipts(),
+    ]
 
 
 class Core:

@@ -13,6 +13,8 @@ The rules, all on event time:
 * **Scan files** (``scan-file``): a timed line (``TIME<TAB>RAW``) at its time; an untimed line
   number *n* at the first fix's time + *n* times :data:`SCAN_SPACING_S` (without a GNSS source, *n*
   times :data:`SCAN_SPACING_S` after the Unix epoch).
+* **A manifest** (``--manifest``, else ``[route] manifest``) enters as a ``manifest``
+  :class:`Document` at the first event's time, before that event.
 * **Recorded effect results** (``effect_result`` alerts of an earlier run, export JSON lines) are
   fed back as events at their recorded time: the replay never runs an effect itself.
 * Sources are merged with ``heapq.merge`` in the order gps, can, scanner, effects (ties keep that
@@ -33,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, load
-from agent.core import Core
-from agent.events import CoreEvent, EffectResult
+from agent.core import Core, default_stages
+from agent.events import CoreEvent, Document, EffectResult
 from agent.sources import Reading, Recorded, Source, build_sources
 from agent.stages.receipts import EFFECT_RESULT
 from protocols.convert import to_json, to_pb
@@ -67,11 +69,15 @@ def with_paths_from(config: AgentConfig, folder: Path) -> AgentConfig:
         changes = {n: folder / getattr(section, n) for n in names if not getattr(section, n).is_absolute()}
         return dataclasses.replace(section, **changes)
 
+    route = config.route
+    if route.manifest != Path("") and not route.manifest.is_absolute():
+        route = dataclasses.replace(route, manifest=folder / route.manifest)
     return dataclasses.replace(
         config,
         gps=fix(config.gps, "path"),
         can=fix(config.can, "path", "dbc"),
         scanner=fix(config.scanner, "path"),
+        route=route,
     )
 
 
@@ -79,13 +85,22 @@ class Replay:
     """One replay of a configuration's file sources through a core. ``rejects`` holds each
     source's counters once :meth:`records` has been consumed."""
 
-    def __init__(self, config: AgentConfig, effects: Path | None = None, core: Core | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        effects: Path | None = None,
+        core: Core | None = None,
+        manifest: Path | None = None,
+    ) -> None:
         self.sources = build_sources(config)
         live = [s.section for s in self.sources if s.recording is None]
         if live:
             raise InputError(f"replay: {', '.join(live)}: a live driver; replay needs recorded files")
         self.effects_path = effects
-        self.core = core if core is not None else Core()
+        self.core = core if core is not None else Core(default_stages(route=config.route))
+        if manifest is None and config.route.manifest != Path(""):
+            manifest = config.route.manifest
+        self.manifest = manifest.read_bytes() if manifest is not None else None
         self.rejects = {s.section: Rejects(s.section) for s in self.sources}
         self.effects_requested = 0
 
@@ -111,7 +126,10 @@ class Replay:
         streams: list[Iterable[CoreEvent]] = [self._stream(s, first_fix) for s in self.sources]
         if self.effects_path is not None:
             streams.append(recorded_effects(self.effects_path))
-        return with_ticks(heapq.merge(*streams, key=lambda e: e.time))
+        merged: Iterator[CoreEvent] = heapq.merge(*streams, key=lambda e: e.time)
+        if self.manifest is not None:
+            merged = _manifest_first(self.manifest, merged)
+        return with_ticks(merged)
 
     def records(self) -> Iterator[Record]:
         """What the agent would commit, in commit order."""
@@ -125,6 +143,16 @@ def export_rows(records: Iterable[Record]) -> Iterator[dict[str, Any]]:
     """The export form (``dropline export``) of each record, numbered 1.. in commit order."""
     for seq, record in enumerate(records, start=1):
         yield to_json(to_pb(seq, record))
+
+
+def _manifest_first(body: bytes, events: Iterator[CoreEvent]) -> Iterator[CoreEvent]:
+    """The manifest as a Document at the first event's time, then the events."""
+    first = next(events, None)
+    if first is None:
+        return
+    yield Document(first.time, "manifest", body)
+    yield first
+    yield from events
 
 
 def _anchored(readings: Iterator[Recorded], anchor: float | None) -> Iterator[Reading]:

@@ -67,6 +67,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "check a signed document against trusted public keys",
         "dropline config verify agent.toml.signed --pub fleet.key.pub",
     ),
+    ("geofence",): (
+        "dropline_cli.geofence",
+        "geofence enter/exit/dwell events of a trace against GeoJSON fences",
+        "dropline geofence --fences fences.geojson examples/munich-drive.jsonl",
+    ),
     ("demo",): (
         "dropline_cli.demo",
         "a van replaying a recorded drive, CAN log and scans into a local collector",

@@ -1,4 +1,5 @@
-"""``dropline replay --config FILE [-o OUT]``: the core on recorded inputs, merged by event time.
+"""``dropline replay --config FILE [--manifest M] [-o OUT]``: the core on recorded inputs, merged
+by event time.
 
 Prints the records the agent would commit, in the export form (``dropline export``), numbered
 from 1 in commit order; no outbox, no uplink. Byte-identical on every run. The rules that put the
@@ -20,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--effects", type=Path, help="recorded effect results (export JSON lines) to feed back"
     )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="delivery manifest (JSON); default: the configuration's [route] manifest",
+    )
     add_output_argument(parser)
 
 
@@ -30,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     effects = input_file(args.effects) if args.effects else None
     try:
         config = load_config(config_path)
-        replay = Replay(config, effects)
+        replay = Replay(config, effects, manifest=input_file(args.manifest) if args.manifest else None)
         with output_stream(args.output) as out:
             count = write_json_lines(export_rows(replay.records()), out)
     except (InputError, OSError) as exc:
