@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from agent import sources
@@ -69,7 +70,6 @@ class Agent:
         self._clock = wall_clock
         self._mono = mono_clock
         ob = config.outbox
-        ob.path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
             ob.path,
             disk_budget_bytes=ob.disk_budget_bytes,
@@ -84,7 +84,17 @@ class Agent:
         self.window: ReorderWindow[CoreEvent] = ReorderWindow(REORDER_S)
         self.sources = sources.build_sources(config)
         self.drivers = [source.driver() for source in self.sources]
-        self.effects = EffectRunner(effect_handlers or {}, lambda r: self._arrive(Clock.ARRIVAL, r))
+        handlers = dict(effect_handlers or {})
+        if config.documents.trusted_keys != Path(""):  # cryptography is loaded only then
+            from agent.documents import APPLY, DocumentStore, load_trust
+            from agent.stages.documents import DocumentStage
+
+            store = DocumentStore(ob.path.parent / "documents")
+            trust = load_trust(config.documents.trusted_keys, config.documents.threshold)
+            vehicle = config.vehicle.id
+            self.core.stages.append(DocumentStage(trust, vehicle, config.documents.fleet, store.highest()))
+            handlers[APPLY] = store.handle_effect
+        self.effects = EffectRunner(handlers, lambda r: self._arrive(Clock.ARRIVAL, r))
         factory = transport_factory(config)
         up = config.uplink
         self.uplink = (
@@ -98,6 +108,7 @@ class Agent:
                 compress=up.compress,
                 ack_timeout_s=up.ack_timeout_s,
                 backoff=Backoff(max_s=up.backoff_max_s),
+                on_document=lambda d: self.submit_document(d.kind, d.envelope),
             )
             if factory
             else None

@@ -6,8 +6,8 @@ set -euo pipefail
 want=(python3 python3-venv python3-dev gcc)
 need_cmds=(python3 gcc)
 if [ "${1:-}" = "test" ]; then
-  want+=(mosquitto gpsd gpsd-tools gpsd-clients python3-gps socat)
-  need_cmds+=(mosquitto gpsd gpsfake socat)
+  want+=(mosquitto gpsd gpsd-tools gpsd-clients python3-gps socat strace)
+  need_cmds+=(mosquitto gpsd gpsfake socat strace)
 fi
 missing=0
 for c in "${need_cmds[@]}"; do command -v "$c" >/dev/null 2>&1 || missing=1; done
