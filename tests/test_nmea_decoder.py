@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -242,9 +243,25 @@ def test_gns_mode_letters_and_nav_status() -> None:
     assert fixes == []
 
 
-def test_deterministic() -> None:
+def test_ublox_log_against_gpsd_chk() -> None:
+    """The u-blox 8 log against the TPVs gpsd itself wrote for it (its .chk): every epoch's time,
+    position and motion (the same log through gpsd's JSON, not through our decoder)."""
     log = DATA / "nmea" / "gpsd" / "ublox-8.log"
-    assert list(iter_fixes_from_file(log)) == list(iter_fixes_from_file(log))
+    ours = list(iter_fixes_from_file(log))
+    chk: dict[str, dict[str, object]] = {}
+    for line in (log.parent / "ublox-8.log.chk").read_text().splitlines():
+        if line.startswith("{"):
+            tpv = json.loads(line)
+            if tpv.get("class") == "TPV" and tpv.get("mode", 0) >= 2 and "lat" in tpv:
+                chk[tpv["time"]] = tpv  # the last report of an epoch is gpsd's final word
+    assert len(ours) == len(chk) == 72
+    for fix in ours:
+        tpv = chk[iso_time(fix.time)]
+        assert fix.mode == tpv["mode"]
+        assert (fix.lat, fix.lon) == pytest.approx((tpv["lat"], tpv["lon"]), abs=5e-10)  # gpsd: %.9f
+        assert fix.speed == pytest.approx(tpv.get("speed"), abs=0.0005)
+        assert fix.track == pytest.approx(tpv.get("track"), abs=0.00005)
+        assert fix.alt_msl == pytest.approx(tpv.get("altMSL"), abs=0.0005)
 
 
 def test_pynmea2_example_file() -> None:
@@ -273,14 +290,33 @@ def test_pynmea2_sentences(case: dict[str, object]) -> None:
         zda = sentence(f"GPZDA,{_time_of(text)},23,03,1994,00,00")
     dec = NmeaDecoder()
     fixes = dec.feed_all([zda, line])
-    assert len(fixes) <= 1
-    if fixes:
-        assert "lat" in ref
+    want = _rmc_fix(text) if ref.get("sentence_type") == "RMC" else None
+    if ref.get("sentence_type") not in ("RMC", "GGA", "GLL"):
+        assert fixes == []  # no position in it (or a proprietary one gpsd does not use)
+    elif ref.get("sentence_type") == "RMC":
+        assert len(fixes) == (want is not None)
+        if want is not None:
+            assert asdict(fixes[0]) == pytest.approx(asdict(want), abs=1e-9)
+    if fixes:  # GGA and GLL: where one is a fix, pynmea2 reads the same position
         assert fixes[0].lat == pytest.approx(float(ref["lat"]), abs=1e-9)
         assert fixes[0].lon == pytest.approx(float(ref["lon"]), abs=1e-9)
-    elif "lat" in ref and text.startswith("$") and ref["sentence_type"] == "RMC":
-        fields = text.split("*")[0].split(",")
-        assert fields[2] != "A" or fields[12:13] in (["N"], ["S"])
+
+
+def _rmc_fix(text: str) -> Fix | None:
+    """The fix gpsd makes of one RMC alone, worked out here from its fields: status A and an FAA
+    mode (field 12) that is not N (no fix) or S (simulator); mode 2 (no altitude, no GSA); time
+    from hhmmss.ss and ddmmyy; ddmm.mmmm to degrees; knots to m/s (1852 m / 3600 s)."""
+    f = text.split("*")[0].split(",")
+    if f[2] != "A" or f[12:13] in (["N"], ["S"]):
+        return None
+    hh, mm, ss = int(f[1][0:2]), int(f[1][2:4]), float(f[1][4:])
+    day, month, year = int(f[9][0:2]), int(f[9][2:4]), 1900 + int(f[9][4:6])
+    year += 100 if year < 1980 else 0
+    when = datetime(year, month, day, hh, mm, tzinfo=UTC).timestamp() + ss
+    lat = (int(f[3][:2]) + float(f[3][2:]) / 60) * (-1 if f[4] == "S" else 1)
+    lon = (int(f[5][:3]) + float(f[5][3:]) / 60) * (-1 if f[6] == "W" else 1)
+    speed = float(f[7]) * 1852 / 3600 if f[7] else None
+    return Fix(when, 2, lat, lon, speed=speed, track=float(f[8]) if f[8] else None)
 
 
 def _time_of(text: str) -> str:
