@@ -85,6 +85,20 @@ class UplinkConfig:
     )
     # Below the first reconnect delay (0.2 s) the cap would mean nothing.
     backoff_max_s: float = setting(2.0, "longest wait between reconnect attempts", "s", min=0.2, max=600.0)
+    # Mutual TLS (dropline pki). Files are checked when the agent starts; without all three,
+    # plaintext is refused unless insecure_local_test.
+    tls_ca: str = setting("", "CA certificate file (PEM) the collector's or broker's must chain to")
+    tls_cert: str = setting("", "this van's certificate file (PEM, its vehicle id in CN and SAN)")
+    tls_key: str = setting("", "this van's private key file (PEM)")
+    insecure_local_test: bool = setting(False, "allow plaintext to the collector: only for a local test")
+
+
+@dataclass(frozen=True)
+class DocumentsConfig:
+    trusted_keys: str = setting(
+        "", "PEM bundle of the fleet's ed25519 document keys (two during a rotation); empty = none"
+    )
+    fleet: str = setting("", "fleet whose fleet-wide documents this van accepts; empty = none")
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,7 @@ class AgentConfig:
     vehicle: VehicleConfig = setting(doc="the van")
     outbox: OutboxConfig = setting(OutboxConfig(), "store-and-forward buffer")
     uplink: UplinkConfig = setting(UplinkConfig(), "connection to the collector")
+    documents: DocumentsConfig = setting(DocumentsConfig(), "signed configuration and manifests")
     gps: GpsConfig | None = setting(None, "GNSS receiver; absent = none")
     can: CanConfig | None = setting(None, "CAN bus; absent = none")
     scanner: ScannerConfig | None = setting(None, "barcode scanner; absent = none")

