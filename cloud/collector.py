@@ -22,12 +22,19 @@ from protocols.mqtt_url import parse_mqtt_url
 
 log = logging.getLogger("dropline.collector")
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""A ``--db`` starting with one of these is a PostgreSQL connection URL (libpq's form)."""
 
-def open_store(db: str | Path) -> Store:
-    """The store a ``--db`` value names: a SQLite file path (PostgreSQL URLs come in a later issue)."""
-    if str(db).startswith(("postgres://", "postgresql://")):
-        raise ValueError(f"{db}: PostgreSQL is not supported yet; give a SQLite file path")
-    return SqliteStore(db)
+
+def open_store(db: str | Path, *, readonly: bool = False) -> Store:
+    """The store a ``--db`` value names: a ``postgresql://`` (or ``postgres://``) URL, a database
+    several collectors can share across machines, or else a SQLite file path. ``readonly`` opens
+    an existing store to read (``vehicles``, ``export``) and writes nothing."""
+    if str(db).startswith(POSTGRES_SCHEMES):
+        from cloud.store_postgres import PostgresStore  # psycopg only where PostgreSQL is used
+
+        return PostgresStore(str(db), readonly=readonly)
+    return SqliteStore(db, readonly=readonly)
 
 
 class Collector:

@@ -52,8 +52,6 @@ from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import iso_time
 
-SCHEMES = ("postgresql://", "postgres://")
-
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE records (
@@ -130,11 +128,6 @@ _POSITION = (
     "UPDATE vehicles SET fix_seq = %s, fix_time_ms = %s, lat_e7 = %s, lon_e7 = %s WHERE vehicle = %s"
     " AND (fix_time_ms IS NULL OR fix_time_ms < %s OR (fix_time_ms = %s AND fix_seq < %s))"
 )
-
-
-def is_postgres_url(db: object) -> bool:
-    """Whether a ``--db`` value names a PostgreSQL database rather than a SQLite file."""
-    return str(db).startswith(SCHEMES)
 
 
 def redact(url: str) -> str:
@@ -236,13 +229,11 @@ class PostgresStore:
             if readonly:
                 found = db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
                 if not found or not found[0]:
-                    raise SchemaError(f"{redact(url)} holds no collector store")
+                    raise SchemaError("no collector store there (no schema_version table)")
                 row = db.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
                 version = int(row[0]) if row else 0
                 if not 1 <= version <= len(MIGRATIONS):
-                    raise SchemaError(
-                        f"{redact(url)}: schema version {version}, this build reads 1..{len(MIGRATIONS)}"
-                    )
+                    raise SchemaError(f"schema version {version}; this build reads 1..{len(MIGRATIONS)}")
             else:
                 migrate(db)
         self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()

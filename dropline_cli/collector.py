@@ -1,7 +1,8 @@
 """``dropline collector``: run the collector until SIGTERM or SIGINT.
 
 Batches from gRPC (``--grpc``) and MQTT (``--mqtt``) go through one idempotent write path into
-the SQLite file ``--db``; each is acknowledged only after its transaction committed. Logs go to
+the store ``--db`` (a SQLite file, or a ``postgresql://`` URL that several collectors share);
+each is acknowledged only after its transaction committed. Logs go to
 stderr at INFO (where it listens, each vehicle's progress, refused batches); stdout gets one
 JSON line when it is ready (``{"ready": true, ..., "mqtt_subscribed": bool}``, after the MQTT
 subscription or 10 s, whichever comes first) and one with its counters when it stops.
@@ -27,7 +28,11 @@ EXAMPLE = "dropline collector --db collector.db --grpc 127.0.0.1:50051 --mqtt mq
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", required=True, metavar="PATH", help="SQLite file of the store (created if missing)"
+        "--db",
+        required=True,
+        metavar="PATH|URL",
+        help="the store: a SQLite file (created if missing) or a PostgreSQL URL, "
+        "postgresql://user[:password]@host[:port]/dbname (schema migrated on start)",
     )
     parser.add_argument(
         "--grpc", metavar="ADDR", help="serve the gRPC Uplink here, e.g. 127.0.0.1:50051 or [::]:50051"
@@ -61,14 +66,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("collector: give --grpc ADDR and/or --mqtt URL, or it has nothing to listen to")
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger("dropline").setLevel(logging.INFO)  # a server says where it listens
-    try:
-        from cloud.collector import open_store
+    from cloud.collector import POSTGRES_SCHEMES, open_store
 
+    shown_db = str(args.db)
+    if shown_db.startswith(POSTGRES_SCHEMES):
+        from cloud.store_postgres import redact
+
+        shown_db = redact(shown_db)  # never print a password
+    try:
         store = open_store(args.db)
     except (ValueError, OSError) as exc:
-        raise UsageError(f"--db {args.db}: {exc}") from exc
-    except Exception as exc:  # sqlite3.DatabaseError: not a database, locked, unreadable
-        raise UsageError(f"--db {args.db}: cannot open the store: {exc}") from exc
+        raise UsageError(f"--db {shown_db}: {exc}") from exc
+    except Exception as exc:  # sqlite3.DatabaseError, psycopg.OperationalError: unreachable, not a store
+        raise UsageError(f"--db {shown_db}: cannot open the store: {exc}") from exc
 
     after_commit = None
     if args.exit_after_commits is not None:
@@ -90,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mqtt {args.mqtt}: {exc}") from exc
 
     def ready() -> None:
-        line: dict[str, Any] = {"ready": True, "db": str(args.db), "grpc": args.grpc, "mqtt": args.mqtt}
+        line: dict[str, Any] = {"ready": True, "db": shown_db, "grpc": args.grpc, "mqtt": args.mqtt}
         if collector.mqtt is not None:  # give the broker a moment, but start without it if it is down
             line["mqtt_subscribed"] = collector.mqtt.ready.wait(READY_WAIT_S)
         _print(line)

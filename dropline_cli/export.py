@@ -5,7 +5,8 @@ max_seq, records, open_gaps: [[a, b], ...], explained_gaps: [[a, b], ...], quara
 ...], position?}``. ``--kind quarantine`` prints the records the collector held aside: ``{vehicle,
 seq, kind, reason, received, body_base64}`` (the bytes as the van sent them). Every line is strict
 JSON (no NaN: the collector quarantines non-finite values). Reads with its own connection, so it
-works while a collector is writing to the same file.
+works while a collector is writing to the same file. ``--db`` is the SQLite file or the
+``postgresql://`` URL the collector was given (read only: nothing is created or migrated).
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ KINDS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, type=Path, metavar="PATH", help="the collector's SQLite file")
+    parser.add_argument(
+        "--db",
+        required=True,
+        metavar="PATH|URL",
+        help="the collector's store: its SQLite file or its postgresql:// URL",
+    )
     parser.add_argument("--vehicle", metavar="V", help="only this vehicle")
     parser.add_argument(
         "--kind",
@@ -50,9 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    from cloud.store import SqliteStore
+    from cloud.collector import open_store
 
-    store = SqliteStore(args.db, readonly=True)
+    store = open_store(args.db, readonly=True)
     try:
         if args.kind == "vehicles":
             for progress in store.vehicles():
@@ -65,7 +71,20 @@ def _rows(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.db.is_file():
+    from cloud.collector import POSTGRES_SCHEMES
+
+    if args.db.startswith(POSTGRES_SCHEMES):
+        import psycopg
+
+        from cloud.store_postgres import SchemaError, redact
+
+        try:
+            with output_stream(args.output) as out:
+                write_json_lines(_rows(args), out)
+        except (psycopg.Error, SchemaError) as exc:
+            raise UsageError(f"{redact(args.db)}: cannot read the store: {exc}") from exc
+        return 0
+    if not Path(args.db).is_file():
         raise UsageError(f"{args.db}: no such file")
     import sqlite3
 
