@@ -270,9 +270,13 @@ def test_cli_decodes_the_raw_file(tmp_path: Path) -> None:
     # the invalid scans are written (raw kept) and counted; no line is unreadable
     invalid = Counter(row["error"] for row in rows if "error" in row)
     assert all(row["kind"] == "unknown" for row in rows if "error" in row)
-    assert invalid == {"bad_check_digit": 11, "bad_date": 1}
-    assert "286 scans" in proc.stderr and "12 of them breaking a GS1 rule" in proc.stderr
-    assert "12 lines rejected (bad_check_digit 11, bad_date 1)" in proc.stderr
+    assert invalid == {
+        "bad_check_digit": 11,
+        "bad_date": 1,
+        "bad_syntax": 1,
+    }  # bad_syntax: D0170, an illegal caret
+    assert "286 scans" in proc.stderr and "13 of them breaking a GS1 rule" in proc.stderr
+    assert "13 lines rejected (bad_check_digit 11, bad_date 1, bad_syntax 1)" in proc.stderr
 
 
 def test_cli_unusable_input_names_the_file(tmp_path: Path) -> None:

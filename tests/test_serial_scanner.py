@@ -34,7 +34,7 @@ SENTINEL = b"]C100106141412345678908"
 # The raw scans that break a GS1 rule, checked by hand (mod-10 over the key's digits, weights 3
 # and 1 from the right): D0021 D0050 D0051 D0095 D0113 D0122 D0131 D0161 D0168 D0198 D0291 carry
 # a wrong check digit (e.g. GTIN-8 15000000: 1*3 + 5*1 = 8, check 2, not 0), D0035 month 00.
-RAW_INVALID = {"bad_check_digit": 11, "bad_date": 1}
+RAW_INVALID = {"bad_check_digit": 11, "bad_date": 1, "bad_syntax": 1}  # D0170: an illegal caret
 
 
 class Collector:

@@ -26,7 +26,9 @@ BAD_CHECK_DIGIT = "bad_check_digit"
 BAD_CHECK_PAIR = "bad_check_pair"
 BAD_DATE = "bad_date"
 BAD_VALUE = "bad_value"
-REASONS = (BAD_CHECK_DIGIT, BAD_CHECK_PAIR, BAD_DATE, BAD_VALUE)
+BAD_SYNTAX = "bad_syntax"
+"""A scan its symbology marks as GS1 whose data is no valid element string at all."""
+REASONS = (BAD_CHECK_DIGIT, BAD_CHECK_PAIR, BAD_DATE, BAD_VALUE, BAD_SYNTAX)
 
 # Component specs copied from gs1-syntax-dictionary.txt (gs1/gs1-syntax-dictionary), only the AIs
 # that carry one of the linters above; the other linters of a component are left out.

@@ -42,18 +42,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from biip import ParseConfig
-from biip.gs1_digital_link_uris import GS1DigitalLinkURI
-from biip.gs1_element_strings import GS1ElementStrings
-from biip.gs1_messages import GS1Message
-from biip.gtin import Gtin
-from biip.sscc import Sscc
-from biip.upc import Upc
+from firmware_bridge.scanner import gs1_prefixes
 
-from firmware_bridge.scanner import couriers, gs1_checks
-from firmware_bridge.scanner.couriers import TrackingMatch
-from firmware_bridge.scanner.gs1_checks import Violation
-from protocols.records import Scan
+gs1_prefixes.install()  # before biip's first import: its company-prefix table costs ~20 MB
+
+from biip import ParseConfig  # noqa: E402
+from biip.gs1_digital_link_uris import GS1DigitalLinkURI  # noqa: E402
+from biip.gs1_element_strings import GS1ElementStrings  # noqa: E402
+from biip.gs1_messages import GS1Message  # noqa: E402
+from biip.gtin import Gtin  # noqa: E402
+from biip.sscc import Sscc  # noqa: E402
+from biip.upc import Upc  # noqa: E402
+
+from firmware_bridge.scanner import couriers, gs1_checks  # noqa: E402
+from firmware_bridge.scanner.couriers import TrackingMatch  # noqa: E402
+from firmware_bridge.scanner.gs1_checks import BAD_SYNTAX, Violation  # noqa: E402
+from protocols.records import Scan  # noqa: E402
 
 GS = "\x1d"
 # Dates are checked by gs1_checks (biip would drop the whole message on one bad date, unexplained).
@@ -300,6 +304,8 @@ def parse_scan(raw: str, time: float) -> Scan:
     if component is not None and component.problem is not None:
         return _invalid(raw, time, symbology, component.problem)
     if not readings:
+        if problem is None and mode == "gs1" and body:  # e.g. a date with month 13, a cut-off field
+            problem = Violation("", BAD_SYNTAX, "not a valid GS1 element string")
         if problem is not None:
             return _invalid(raw, time, symbology, problem)
         return Scan(time=time, raw=raw, kind="unknown", symbology=symbology)
