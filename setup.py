@@ -13,6 +13,7 @@ CYTHON_MODULES = [
     "agent/geofence.py",
     "firmware_bridge/gps/nmea_fields.py",
     "protocols/wire.py",
+    "protocols/track_codec.py",
 ]
 
 

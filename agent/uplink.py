@@ -103,13 +103,35 @@ class _InFlight:
 
 
 def segments(records: Sequence[Stored]) -> list[wire.Segment]:
-    """The records of a transaction as one segment per kind, each in upload order."""
+    """The records of a transaction as one segment per kind, each in upload order; fixes as one
+    compacted track segment (``CODEC_TRACK_V1``), which the collector decodes to the same fixes.
+    A fix body that does not parse here travels as it is, for the collector to quarantine."""
     by_kind: dict[str, tuple[list[int], list[bytes]]] = {}
     for r in records:
         seqs, bodies = by_kind.setdefault(r.kind, ([], []))
         seqs.append(r.seq)
         bodies.append(r.body)
-    return [wire.Segment(kind, seqs, bodies) for kind, (seqs, bodies) in by_kind.items()]
+    out: list[wire.Segment] = []
+    for kind, (seqs, bodies) in by_kind.items():
+        if kind != "fix":
+            out.append(wire.Segment(kind, seqs, bodies))
+            continue
+        track_seqs: list[int] = []
+        fixes: list[pb.Fix] = []
+        odd_seqs: list[int] = []
+        odd_bodies: list[bytes] = []
+        for seq, body in zip(seqs, bodies, strict=True):
+            try:
+                fixes.append(pb.Fix.FromString(body))
+                track_seqs.append(seq)
+            except Exception:  # upb's DecodeError: not a fix we can compact, send it unchanged
+                odd_seqs.append(seq)
+                odd_bodies.append(body)
+        if fixes:
+            out.append(wire.track_segment(track_seqs, fixes))
+        if odd_seqs:
+            out.append(wire.Segment(kind, odd_seqs, odd_bodies))
+    return out
 
 
 class Uplink:

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from protocols import track_codec
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 
@@ -30,6 +31,8 @@ _TAG_SEGMENT = b"\x32"  # Batch field 6, length-delimited
 _TAG_SEG_KIND = b"\x0a"  # Segment field 1, length-delimited
 _TAG_SEG_SEQS = b"\x1a"  # Segment field 3, packed varints
 _TAG_SEG_BODY = b"\x22"  # Segment field 4, length-delimited
+_TAG_SEG_CODEC = b"\x10"  # Segment field 2, varint
+_TAG_SEG_DATA = b"\x2a"  # Segment field 5, length-delimited
 
 BODY_KINDS = frozenset(f.name for f in pb.Record.DESCRIPTOR.oneofs_by_name["body"].fields)
 """The record kinds this build can decode (``fix``, ``signal``, ``scan``, ``alert``, ``gap``)."""
@@ -37,11 +40,20 @@ BODY_KINDS = frozenset(f.name for f in pb.Record.DESCRIPTOR.oneofs_by_name["body
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """Records of one kind for ``encode_batch``: ``bodies[i]`` is the encoded body of ``seqs[i]``."""
+    """Records of one kind for ``encode_batch``: ``bodies[i]`` is the encoded body of ``seqs[i]``;
+    or, with ``codec`` ``CODEC_TRACK_V1``, ``data`` holds every fix (``protocols.track_codec``)."""
 
     kind: str
     seqs: Sequence[int]
-    bodies: Sequence[bytes]
+    bodies: Sequence[bytes] = ()
+    codec: int = pb.CODEC_MESSAGES
+    data: bytes = b""
+
+
+def track_segment(seqs: Sequence[int], fixes: Sequence[pb.Fix]) -> Segment:
+    """Fixes as one ``CODEC_TRACK_V1`` segment; their seqs stay explicit, so a blob that does
+    not decode is still quarantined record by record."""
+    return Segment("fix", seqs, codec=pb.CODEC_TRACK_V1, data=track_codec.encode(fixes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +102,16 @@ def frame_records(records: Sequence[bytes]) -> bytes:
 
 def frame_segment(segment: Segment) -> bytes:
     """The bytes of one ``Segment`` (codec ``CODEC_MESSAGES``, the default, left implicit)."""
-    if len(segment.seqs) != len(segment.bodies):
-        raise ValueError("a segment needs one body per seq")
     seqs = b"".join([varint(s) for s in segment.seqs])
     parts = [_field(_TAG_SEG_KIND, segment.kind.encode()), _field(_TAG_SEG_SEQS, seqs)]
+    if segment.codec != pb.CODEC_MESSAGES:
+        if segment.bodies:
+            raise ValueError("a columnar segment carries data, not bodies")
+        parts.insert(1, _TAG_SEG_CODEC + varint(segment.codec))
+        parts.append(_field(_TAG_SEG_DATA, segment.data))
+        return b"".join(parts)
+    if len(segment.seqs) != len(segment.bodies):
+        raise ValueError("a segment needs one body per seq")
     body: bytes
     for body in segment.bodies:
         parts.append(_TAG_SEG_BODY)
@@ -186,7 +204,10 @@ def decode_batch(data: bytes, max_bytes: int, max_records: int) -> Decoded:
     records = list(batch.records)
     unreadable: list[Unreadable] = []
     for segment in batch.segments:
-        _flatten(segment, records, unreadable)
+        if segment.codec == pb.CODEC_TRACK_V1:
+            _flatten_track(segment, records, unreadable, max_bytes)
+        else:
+            _flatten(segment, records, unreadable)
     return Decoded(batch.vehicle, batch.batch_id, records, unreadable)
 
 
@@ -218,4 +239,31 @@ def _flatten(segment: pb.Segment, records: list[pb.Record], unreadable: list[Unr
         except Exception:  # upb's DecodeError: this one body is garbage, its neighbours are not
             unreadable.append(Unreadable(seq, kind, "undecodable", bytes(body)))
             continue
+        records.append(record)
+
+
+def _flatten_track(
+    segment: pb.Segment, records: list[pb.Record], unreadable: list[Unreadable], max_bytes: int
+) -> None:
+    """A track blob back into fix records with their seqs; a blob that does not decode, or not
+    into one fix per seq, sets every seq of the segment aside with the blob."""
+    seqs = list(segment.seqs)
+    reason = ""
+    fixes: list[pb.Fix] = []
+    if segment.kind != "fix" or segment.bodies:
+        reason = "bad_segment"
+    else:
+        try:
+            fixes = track_codec.decode(segment.data, len(seqs), max_bytes)
+        except WireError as exc:
+            reason = str(exc)
+        else:
+            if len(fixes) != len(seqs):
+                reason = "bad_segment"
+    if reason:
+        unreadable.extend(Unreadable(s, segment.kind, reason, segment.data) for s in seqs)
+        return
+    for seq, fix in zip(seqs, fixes, strict=True):
+        record = pb.Record(seq=seq)
+        record.fix.CopyFrom(fix)
         records.append(record)

@@ -1,0 +1,572 @@
+# mypy: disable-error-code="untyped-decorator"
+"""The compacted track: error-bounded online simplification of GPS fixes, and a columnar codec
+for a batch of the fixes kept (``CODEC_TRACK_V1`` segments).
+
+Reconstruction, the contract both sides share: a position at time ``t`` between two consecutive
+kept fixes ``a`` and ``b`` (``a.time < t < b.time``) is their linear interpolation in time, in
+degrees of latitude and longitude, longitude the short way round (across the antimeridian when
+that is shorter). ``TrackSimplifier`` drops a fix only when that reconstruction at the fix's own
+time is within ``max_error_m`` metres of great-circle distance (time-synchronised distance, SED)
+of the fix as received, and a kept fix is moved (quantised) by less than that bound too. With
+``max_error_m = 0`` every fix is kept, exactly (1e-7 degree, 1 ms): the codec is lossless.
+
+The codec is lossless for what it is given (every field of ``dropline.v1.Fix``): it finds the
+coarsest grid the coordinates and times already sit on, and the simplifier puts kept fixes on a
+grid derived from the bound, so a lossy track costs fewer bits per coordinate.
+
+Compiled by Cython (pure-Python mode) in the van's build; runs unchanged as plain Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cython
+import zstandard
+from cython.cimports.libc.math import cos, sin, sqrt
+
+from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.errors import WireError
+from protocols.records import Fix
+
+EARTH_RADIUS_M = 6371008.8
+"""Mean Earth radius (IUGG), the sphere every distance here is measured on."""
+M_PER_E7: cython.double = EARTH_RADIUS_M * math.pi / 180.0 / 1e7
+QUANTUM_SHARE = 0.3
+"""Share of ``max_error_m`` a kept fix may be moved by quantisation (the rest is left for the
+fixes dropped around it)."""
+_DEG: cython.double = math.pi / 180.0
+
+# -- simplification ------------------------------------------------------------------------------
+
+
+def quantum_e7(max_error_m: float) -> int:
+    """The grid (in 1e-7 degree) kept fixes are put on for a bound: the largest whose rounding
+    moves a point by at most ``QUANTUM_SHARE * max_error_m`` (half a cell diagonal), at least 1."""
+    if max_error_m <= 0:
+        return 1
+    return max(1, int(QUANTUM_SHARE * max_error_m / (M_PER_E7 * math.sqrt(0.5))))
+
+
+def _hav_limit(limit_m: float) -> float:
+    """The haversine term ``h`` of a distance of ``limit_m`` (compare ``h`` instead of metres)."""
+    s = math.sin(min(limit_m, math.pi * EARTH_RADIUS_M) / (2.0 * EARTH_RADIUS_M))
+    return s * s * (1.0 - 1e-9)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _hav(lat1: cython.double, lon1: cython.double, lat2: cython.double, lon2: cython.double) -> cython.double:
+    s1: cython.double = sin((lat2 - lat1) * _DEG * 0.5)
+    s2: cython.double = sin((lon2 - lon1) * _DEG * 0.5)
+    return s1 * s1 + cos(lat1 * _DEG) * cos(lat2 * _DEG) * s2 * s2
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine, on ``EARTH_RADIUS_M``)."""
+    h: cython.double = _hav(lat1, lon1, lat2, lon2)
+    return 2.0 * EARTH_RADIUS_M * math.asin(sqrt(min(1.0, max(0.0, h))))
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _short_dlon(dlon: cython.double) -> cython.double:
+    if dlon > 180.0:
+        return dlon - 360.0
+    if dlon < -180.0:
+        return dlon + 360.0
+    return dlon
+
+
+@cython.cfunc
+@cython.locals(
+    n=cython.Py_ssize_t,
+    i=cython.Py_ssize_t,
+    span=cython.double,
+    dlat=cython.double,
+    dlon=cython.double,
+    r=cython.double,
+    t=cython.double,
+)
+def _window_ok(
+    times: list[float],
+    lats: list[float],
+    lons: list[float],
+    a_t: cython.double,
+    a_lat: cython.double,
+    a_lon: cython.double,
+    e_t: cython.double,
+    e_lat: cython.double,
+    e_lon: cython.double,
+    hmax: cython.double,
+) -> cython.bint:
+    """Whether every fix of the window is reconstructed within the bound by a -> e."""
+    n = len(times)
+    span = e_t - a_t
+    dlat = e_lat - a_lat
+    dlon = _short_dlon(e_lon - a_lon)
+    for i in range(n):
+        t = times[i]
+        r = (t - a_t) / span
+        if _hav(a_lat + dlat * r, a_lon + dlon * r, lats[i], lons[i]) > hmax:
+            return False
+    return True
+
+
+class TrackSimplifier:
+    """Online simplification with a guaranteed SED bound (an opening window, as in Meratnia and
+    de By's OPW-TR), with bounded hold and optional dead-reckoning for the live position.
+
+    ``push`` each fix in arrival order; it returns the fixes decided kept now (quantised copies),
+    in order. A fix is decided (kept or dropped) within ``max_hold_s`` of event time as long as
+    events keep coming (``tick`` on other events). With ``live_error_m > 0`` a fix is also kept at
+    once when the extrapolation from the last two kept fixes (what a collector can predict) would
+    be off by more than ``live_error_m``. ``flush`` keeps the undecided fix (shutdown, end of file).
+    """
+
+    def __init__(self, max_error_m: float, max_hold_s: float = 60.0, live_error_m: float = 0.0) -> None:
+        if not (max_error_m >= 0 and max_hold_s >= 0 and live_error_m >= 0):
+            raise ValueError("max_error_m, max_hold_s and live_error_m must be >= 0")
+        self.max_error_m = max_error_m
+        self.max_hold_s = max_hold_s
+        self.live_error_m = live_error_m
+        self.quantum = quantum_e7(max_error_m)
+        self._hmax = _hav_limit(max_error_m)
+        self._hlive = _hav_limit(live_error_m)
+        self._anchor: Fix | None = None  # the last kept fix (quantised)
+        self._before: Fix | None = None  # the kept fix before it
+        self._window: list[Fix] = []  # fixes after the anchor, all reconstructed by anchor -> last
+        self._times: list[float] = []
+        self._lats: list[float] = []
+        self._lons: list[float] = []
+
+    def quantise(self, fix: Fix) -> Fix:
+        """``fix`` on the grid (and time on the millisecond) it will have on the wire."""
+        q = self.quantum
+        return replace(
+            fix,
+            time=round(fix.time * 1000) / 1000,
+            lat=round(fix.lat * 1e7 / q) * q / 1e7,
+            lon=round(fix.lon * 1e7 / q) * q / 1e7,
+        )
+
+    @property
+    def pending(self) -> int:
+        """Fixes not decided yet."""
+        return len(self._window)
+
+    def push(self, fix: Fix) -> list[Fix]:
+        kept: list[Fix] = []
+        if self.max_error_m <= 0 or self._anchor is None:
+            self._keep(self.quantise(fix), kept)
+            return kept
+        if self._window and fix.time - self._window[0].time >= self.max_hold_s:
+            self._close(kept)
+        self._add(fix, kept)
+        window = self._window
+        if self.live_error_m > 0 and window and window[len(window) - 1] is fix and self._predicted_off(fix):
+            self._close(kept)
+        return kept
+
+    def tick(self, now: float) -> list[Fix]:
+        """Decide the window if its oldest fix has waited ``max_hold_s`` by event time ``now``."""
+        kept: list[Fix] = []
+        if self._window and now - self._window[0].time >= self.max_hold_s:
+            self._close(kept)
+        return kept
+
+    def flush(self) -> list[Fix]:
+        kept: list[Fix] = []
+        if self._window:
+            self._close(kept)
+        return kept
+
+    def _add(self, fix: Fix, kept: list[Fix]) -> None:
+        anchor = self._anchor
+        assert anchor is not None
+        window = self._window
+        if window:
+            last = window[len(window) - 1]
+            if fix.time < last.time:  # time went back: end the window, keep this one as it is
+                self._close(kept)
+                self._keep(self.quantise(fix), kept)
+                return
+            q = self.quantum
+            if _window_ok(
+                self._times, self._lats, self._lons, anchor.time, anchor.lat, anchor.lon,
+                round(fix.time * 1000) / 1000, round(fix.lat * 1e7 / q) * q / 1e7,
+                round(fix.lon * 1e7 / q) * q / 1e7, self._hmax,
+            ):  # fmt: skip
+                self._append(fix)
+                return
+            self._close(kept)
+            anchor = self._anchor
+            assert anchor is not None
+        if fix.time > anchor.time:
+            self._append(fix)
+        elif fix.time == anchor.time and _hav(anchor.lat, anchor.lon, fix.lat, fix.lon) <= self._hmax:
+            return  # a repeated epoch the kept fix already stands for
+        else:
+            self._keep(self.quantise(fix), kept)
+
+    def _append(self, fix: Fix) -> None:
+        self._window.append(fix)
+        self._times.append(fix.time)
+        self._lats.append(fix.lat)
+        self._lons.append(fix.lon)
+
+    def _close(self, kept: list[Fix]) -> None:
+        """Keep the window's last fix; every fix before it is dropped (reconstructed)."""
+        last = self._window[len(self._window) - 1]
+        self._window = []
+        self._times = []
+        self._lats = []
+        self._lons = []
+        self._keep(self.quantise(last), kept)
+
+    def _keep(self, fix: Fix, kept: list[Fix]) -> None:
+        self._before = self._anchor
+        self._anchor = fix
+        kept.append(fix)
+
+    def _predicted_off(self, fix: Fix) -> bool:
+        """Whether the dead-reckoned position from the last two kept fixes misses ``fix`` by more
+        than ``live_error_m`` (one kept fix: the van is predicted to stand still)."""
+        a, b = self._before, self._anchor
+        assert b is not None
+        lat, lon = b.lat, b.lon
+        if a is not None and b.time > a.time:
+            r = (fix.time - b.time) / (b.time - a.time)
+            lat = b.lat + (b.lat - a.lat) * r
+            lon = b.lon + _short_dlon(b.lon - a.lon) * r
+        return bool(_hav(lat, lon, fix.lat, fix.lon) > self._hlive)
+
+
+def simplify(fixes: Sequence[Fix], max_error_m: float, max_hold_s: float = 60.0) -> list[Fix]:
+    """The fixes ``TrackSimplifier`` keeps of a whole track (flushed at its end)."""
+    simplifier = TrackSimplifier(max_error_m, max_hold_s)
+    kept: list[Fix] = []
+    for fix in fixes:
+        kept += simplifier.push(fix)
+    return kept + simplifier.flush()
+
+
+# -- the columnar codec --------------------------------------------------------------------------
+
+OPTIONAL = ("alt_msl_cm", "speed_cms", "track_cdeg", "hdop_c", "sats")
+"""The optional ``Fix`` fields, in column order; each is a column only when some fix has it."""
+RAW, ZSTD, ZSTD_DICT = 0, 1, 2
+"""First byte of a track blob: how the columns that follow are packed."""
+_PLAIN, _DELTA, _DOD, _CONST = 0, 1, 2, 3
+_INT32 = 1 << 31
+_INT64 = 1 << 63
+_UINT32 = 1 << 32
+DICTIONARY_PATH = Path(__file__).with_name("track_dictionary.zdict")
+
+
+@dataclass(slots=True)
+class TrackColumns:
+    """A batch of fixes by column: the integers of ``dropline.v1.Fix``, ``None`` where a fix
+    lacks an optional field."""
+
+    time_ms: list[int]
+    mode: list[int]
+    lat_e7: list[int]
+    lon_e7: list[int]
+    optional: dict[str, list[int | None]]
+
+    def __len__(self) -> int:
+        return len(self.time_ms)
+
+
+def columns_of(fixes: Sequence[pb.Fix]) -> TrackColumns:
+    optional: dict[str, list[int | None]] = {name: [] for name in OPTIONAL}
+    for f in fixes:
+        for name in OPTIONAL:
+            optional[name].append(getattr(f, name) if f.HasField(name) else None)  # type: ignore[arg-type]
+    return TrackColumns(
+        [f.time_ms for f in fixes],
+        [f.mode for f in fixes],
+        [f.lat_e7 for f in fixes],
+        [f.lon_e7 for f in fixes],
+        optional,
+    )
+
+
+def fixes_of(columns: TrackColumns) -> list[pb.Fix]:
+    out: list[pb.Fix] = []
+    opt = [(name, values) for name, values in columns.optional.items() if any(v is not None for v in values)]
+    for i in range(len(columns.time_ms)):
+        fix = pb.Fix(
+            time_ms=columns.time_ms[i],
+            mode=columns.mode[i],
+            lat_e7=columns.lat_e7[i],
+            lon_e7=columns.lon_e7[i],
+        )
+        for name, values in opt:
+            value = values[i]
+            if value is not None:
+                setattr(fix, name, value)
+        out.append(fix)
+    return out
+
+
+@cython.cfunc
+def _put(out: bytearray, value: object) -> cython.void:
+    """Append ``value`` (an int >= 0) as a varint."""
+    v = value
+    while v >= 0x80:  # type: ignore[operator]
+        out.append((v & 0x7F) | 0x80)  # type: ignore[operator]
+        v >>= 7  # type: ignore[operator]
+    out.append(v)  # type: ignore[arg-type]
+
+
+def _zz(value: int) -> int:
+    return value * 2 if value >= 0 else -value * 2 - 1
+
+
+def _unzz(value: int) -> int:
+    return value >> 1 if not value & 1 else -((value + 1) >> 1)
+
+
+def _grid(values: Sequence[int]) -> int:
+    g = 0
+    for v in values:
+        g = math.gcd(g, v)
+        if g == 1:
+            return 1
+    return g or 1
+
+
+def _residuals(values: Sequence[int], predictor: int) -> list[int]:
+    n = len(values)
+    if predictor == _PLAIN or n == 0:
+        return list(values)
+    out = [values[0]]
+    if n > 1:
+        out.append(values[1] - values[0])
+    for i in range(2, n):
+        if predictor == _DELTA:
+            out.append(values[i] - values[i - 1])
+        else:
+            out.append(values[i] - 2 * values[i - 1] + values[i - 2])
+    return out
+
+
+def _put_series(out: bytearray, values: Sequence[int]) -> None:
+    """A grid, a predictor (delta or delta-of-delta, whichever is smaller) and zigzag residuals."""
+    if not values:
+        return
+    grid = _grid(values)
+    scaled = [v // grid for v in values] if grid > 1 else list(values)
+    if all(v == values[0] for v in values):
+        out.append(_CONST)
+        _put(out, _zz(values[0]))
+        return
+    best: list[int] = []
+    best_predictor = _DELTA
+    best_cost = -1
+    for predictor in (_DELTA, _DOD):
+        res = [_zz(r) for r in _residuals(scaled, predictor)]
+        cost = sum(r.bit_length() // 7 for r in res)
+        if best_cost < 0 or cost < best_cost:
+            best, best_predictor, best_cost = res, predictor, cost
+    out.append(best_predictor)
+    _put(out, grid)
+    for r in best:
+        _put(out, r)
+
+
+def encode_columns(columns: TrackColumns) -> bytes:
+    """The uncompressed columns: count, a mask of optional columns, then each column."""
+    n = len(columns.time_ms)
+    out = bytearray()
+    _put(out, n)
+    present = [name for name in OPTIONAL if any(v is not None for v in columns.optional.get(name, ()))]
+    mask = 0
+    for i, name in enumerate(OPTIONAL):
+        if name in present:
+            mask |= 1 << i
+    _put(out, mask)
+    if n == 0:
+        return bytes(out)
+    _put_series(out, columns.time_ms)
+    _put_series(out, columns.lat_e7)
+    _put_series(out, columns.lon_e7)
+    _put_series(out, columns.mode)
+    for name in present:
+        values = columns.optional[name]
+        have = [v for v in values if v is not None]
+        if len(have) == n:
+            out.append(1)
+        else:
+            out.append(0)
+            bits = bytearray((n + 7) // 8)
+            for i, v in enumerate(values):
+                if v is not None:
+                    bits[i >> 3] |= 1 << (i & 7)
+            out += bits
+        _put_series(out, [int(v) for v in have])
+    return bytes(out)
+
+
+class _Reader:
+    """Bounds-checked reading of an untrusted blob: every fault is a WireError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise WireError("track_truncated")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, count: int) -> bytes:
+        if count > len(self.data) - self.pos:
+            raise WireError("track_truncated")
+        chunk = self.data[self.pos : self.pos + count]
+        self.pos += count
+        return chunk
+
+    def varint(self) -> int:
+        value = shift = 0
+        while shift < 70:
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                return value
+            shift += 7
+        raise WireError("track_bad_varint")
+
+    def series(self, count: int, low: int, high: int) -> list[int]:
+        """``count`` values, each checked to lie in ``[low, high)``."""
+        if count == 0:
+            return []
+        predictor = self.byte()
+        if predictor == _CONST:
+            v = _unzz(self.varint())
+            if not low <= v < high:
+                raise WireError("track_out_of_range")
+            return [v] * count
+        grid = self.varint()
+        if grid == 0 or predictor not in (_DELTA, _DOD) or count > len(self.data) - self.pos:
+            raise WireError("track_bad_column")
+        values: list[int] = []
+        prev = prev2 = 0
+        for i in range(count):
+            r = _unzz(self.varint())
+            if i == 0:
+                v = r
+            elif i == 1 or predictor == _DELTA:
+                v = prev + r
+            else:
+                v = 2 * prev - prev2 + r
+            if not low <= v * grid < high:
+                raise WireError("track_out_of_range")
+            values.append(v)
+            prev2, prev = prev, v
+        return [v * grid for v in values] if grid > 1 else values
+
+
+def decode_columns(raw: bytes, max_fixes: int) -> TrackColumns:
+    """Columns from ``encode_columns`` bytes; WireError for anything else, never a crash."""
+    reader = _Reader(raw)
+    n = reader.varint()
+    if n > max_fixes:
+        raise WireError("track_too_many")
+    mask = reader.varint()
+    if mask >> len(OPTIONAL):
+        raise WireError("track_bad_column")
+    names = [name for i, name in enumerate(OPTIONAL) if mask >> i & 1]
+    time_ms = reader.series(n, -_INT64, _INT64)
+    lat = reader.series(n, -_INT32, _INT32)
+    lon = reader.series(n, -_INT32, _INT32)
+    mode = reader.series(n, 0, _UINT32)
+    optional: dict[str, list[int | None]] = {}
+    for name in names:
+        flag = reader.byte()
+        if flag == 1:
+            have = [True] * n
+        elif flag == 0:
+            bits = reader.take((n + 7) // 8)
+            have = [bool(bits[i >> 3] >> (i & 7) & 1) for i in range(n)]
+        else:
+            raise WireError("track_bad_column")
+        values = iter(
+            reader.series(
+                sum(have), -_INT32 if name == "alt_msl_cm" else 0, _INT32 if name == "alt_msl_cm" else _UINT32
+            )
+        )
+        optional[name] = [next(values) if h else None for h in have]
+    if reader.pos != len(raw):
+        raise WireError("track_trailing_bytes")
+    return TrackColumns(time_ms, mode, lat, lon, optional)
+
+
+def _dictionary() -> zstandard.ZstdCompressionDict | None:
+    global _DICT
+    if _DICT is None and DICTIONARY_PATH.exists():
+        _DICT = zstandard.ZstdCompressionDict(DICTIONARY_PATH.read_bytes())
+    return _DICT
+
+
+_DICT: zstandard.ZstdCompressionDict | None = None
+_LEVEL = 9
+
+
+def _params() -> zstandard.ZstdCompressionParameters:
+    return zstandard.ZstdCompressionParameters.from_level(
+        _LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False, write_checksum=False,
+        write_dict_id=False,
+    )  # fmt: skip
+
+
+def pack(raw: bytes, use_dictionary: bool = True) -> bytes:
+    """The smallest of: raw, zstd, zstd with the shipped dictionary; behind a one-byte tag."""
+    best = bytes([RAW]) + raw
+    candidates: list[tuple[int, zstandard.ZstdCompressionDict | None]] = [(ZSTD, None)]
+    dictionary = _dictionary() if use_dictionary else None
+    if dictionary is not None:
+        candidates.append((ZSTD_DICT, dictionary))
+    for tag, d in candidates:
+        packed = zstandard.ZstdCompressor(compression_params=_params(), dict_data=d).compress(raw)
+        if len(packed) + 1 < len(best):
+            best = bytes([tag]) + packed
+    return best
+
+
+def unpack(data: bytes, max_bytes: int) -> bytes:
+    """The raw columns of a blob; WireError for an unknown tag or a bad or oversized frame."""
+    if not data:
+        raise WireError("track_empty")
+    tag = data[0]
+    if tag == RAW:
+        return bytes(data[1:])
+    if tag not in (ZSTD, ZSTD_DICT):
+        raise WireError("track_unknown_packing")
+    dictionary = _dictionary() if tag == ZSTD_DICT else None
+    if tag == ZSTD_DICT and dictionary is None:
+        raise WireError("track_no_dictionary")
+    decompressor = zstandard.ZstdDecompressor(dict_data=dictionary, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    try:
+        return decompressor.decompress(bytes(data[1:]), max_output_size=max_bytes)
+    except zstandard.ZstdError as exc:
+        raise WireError("track_bad_compression") from exc
+
+
+def encode(fixes: Sequence[pb.Fix], use_dictionary: bool = True) -> bytes:
+    """A ``CODEC_TRACK_V1`` blob of ``fixes``, in their order; decodes to equal messages."""
+    return pack(encode_columns(columns_of(fixes)), use_dictionary)
+
+
+def decode(data: bytes, max_fixes: int, max_bytes: int = 16 << 20) -> list[pb.Fix]:
+    """The fixes of a blob, in order; WireError for anything not made by ``encode``."""
+    return fixes_of(decode_columns(unpack(data, max_bytes), max_fixes))
