@@ -517,12 +517,20 @@ class Detector:
         c: cython.Py_ssize_t = index._cell_of(lat, lon)
         k: cython.Py_ssize_t
         i: cython.Py_ssize_t
+        side: cython.double
         if c >= 0:
             for k in range(index._cell[c], index._cell[c + 1]):
                 i = index._items[k]
                 if index._in_box(i, lat, lon):
                     self._seen[i] = stamp
-                    self._step(i, t, lat, lon, index._signed(i, lat, lon, True), events)
+                    # The distance matters only where the side differs from the state: on the
+                    # state's side no rule can fire, and +-inf decides exactly as it would.
+                    side = index._signed(i, lat, lon, False)
+                    if (side > 0.0) != (self._state[i] == INSIDE):
+                        side = index._signed(i, lat, lon, True)
+                    else:
+                        side = side * INF
+                    self._step(i, t, lat, lon, side, events)
         if self._active:
             for i in sorted(self._active):
                 if self._seen[i] != stamp:  # beyond the grown box: farther out than the band

@@ -29,6 +29,7 @@ from agent.effects import EffectRunner, Handler
 from agent.events import CoreEvent, Document, DriverRestarted
 from agent.outbox import Outbox
 from agent.reorder import ReorderWindow
+from agent.systemd import Notifier
 from agent.timebase import Arrival, Clock, TimeBase
 from agent.uplink import Backoff, Transport, Uplink
 from protocols.records import Tick
@@ -115,6 +116,8 @@ class Agent:
         )
         self.stop_requested = threading.Event()
         self.handled = 0
+        self.notifier = Notifier()
+        """systemd's notify socket: READY=1 once drivers and outbox are up, WATCHDOG=1 from the loop."""
 
     def run(self) -> None:
         """Until ``stop_requested``: feed events to the core in event-time order, persist its records."""
@@ -130,7 +133,8 @@ class Agent:
             len(self.drivers),
             self.config.uplink.transport,
         )
-        next_tick = self._mono() + 1.0
+        self.notifier.notify("READY=1")
+        next_tick = next_watchdog = self._mono() + 1.0
         try:
             while not self.stop_requested.is_set():
                 try:
@@ -148,6 +152,9 @@ class Agent:
                         self._handle(Tick(now - REORDER_S))
                         next_tick = mono + 1.0
                 self.outbox.tick()
+                if self.notifier.watchdog_s is not None and mono >= next_watchdog:
+                    self.notifier.notify("WATCHDOG=1")  # the loop turns: events flow, outbox commits
+                    next_watchdog = mono + self.notifier.watchdog_s
         finally:
             self.shutdown()
 
@@ -177,6 +184,7 @@ class Agent:
     def shutdown(self) -> None:
         """Stop the drivers and effects, persist everything they delivered, then stop the uplink.
         Readings still waiting for a first fix are stamped on the wall clock: the best left."""
+        self.notifier.notify("STOPPING=1")
         for driver in self.drivers:
             driver.stop()
         self.effects.stop()
