@@ -1,0 +1,240 @@
+"""The agent under a van's real load: resident memory (peak and steady) and CPU against the budget
+(40 MB, 5 % of one core; DESIGN.md "On the van").
+
+The load, through the real drivers: a GNSS receiver at 1 Hz (GGA, GSA, RMC on a pseudo-terminal,
+``nmea-serial`` driver) driving the recorded Munich trace; 100 CAN frames a second from the real
+Kona Electric log on a python-can ``virtual`` bus (``python-can`` driver, the kona_ev mapping);
+one scan a minute on a second pseudo-terminal (``serial`` scanner driver); the gRPC uplink to a
+local ``dropline collector``. ``AGENT_LOAD_BIIP_TABLE=1`` loads biip's own company-prefix table
+first (the figure before firmware_bridge/scanner/gs1_prefixes.py). python-can's virtual bus lives
+inside one process, so the agent process also runs the thread that sends the frames (prepared
+before the agent starts: a list of frames and one ``send`` every 10 ms; counted in the agent's
+figures, which is the honest side).
+
+Memory is ``/proc/<pid>/status`` (VmHWM peak, VmRSS sampled each second: "steady" is the median of
+the second half); CPU is utime+stime from ``/proc/<pid>/stat`` over the run after a warm-up,
+divided by the wall time.
+
+    .venv/bin/python -m bench.agent_load [--seconds 300] [--warmup 20] [--transport grpc|mqtt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import pty
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dropline_cli.simulator.nmea import Position, epoch  # noqa: E402
+from tests.pipeline_fixtures import agent_config, collector, free_port  # noqa: E402
+
+BUDGET_MB = 40.0
+BUDGET_CPU = 5.0
+DATA = ROOT / "tests" / "data"
+KONA = DATA / "can" / "kona_ev"
+CAN_LOG = KONA / "logs" / "230112-7-2019-pcan-ccan-power-off-on-ready-off.candump.log"
+CHANNEL = "agent-load"
+
+
+def open_pty() -> tuple[int, str]:
+    """A pseudo-terminal in raw mode: (master fd we write to, slave path the driver opens)."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    return master, path
+
+
+def sources(gps_port: str, scan_port: str) -> str:
+    return f"""
+[gps]
+driver = "nmea-serial"
+port = "{gps_port}"
+
+[can]
+driver = "python-can"
+interface = "virtual"
+channel = "{CHANNEL}"
+dbc = "{KONA / "pcan.dbc"}"
+mapping = "kona_ev"
+
+[scanner]
+driver = "serial"
+port = "{scan_port}"
+"""
+
+
+def child(config: str, rate: float) -> int:
+    """In the agent process: send the Kona log's frames at ``rate`` a second, and run the agent."""
+    if os.environ.get("AGENT_LOAD_BIIP_TABLE") == "1":  # "before": biip's own prefix module
+        import biip.gs1_prefixes  # noqa: F401
+    import can
+
+    from dropline_cli import agent as agent_cmd
+
+    frames = [m for m in can.LogReader(str(CAN_LOG)) if not m.is_error_frame][:2000]
+    stop = threading.Event()
+
+    def feed() -> None:
+        with can.Bus(interface="virtual", channel=CHANNEL) as bus:
+            period = 1.0 / rate
+            due = time.monotonic()
+            i = 0
+            while not stop.is_set():
+                bus.send(frames[i % len(frames)])
+                i += 1
+                due += period
+                delay = due - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+
+    feeder = threading.Thread(target=feed, name="can-feeder", daemon=True)
+    feeder.start()
+    args = argparse.Namespace(config=Path(config), describe_config=False)
+    try:
+        return agent_cmd.run(args)
+    finally:
+        stop.set()
+
+
+def trace() -> list[Position]:
+    """The Munich drive's positions, with speed and heading from consecutive points."""
+    import math
+
+    pts = [json.loads(line) for line in (ROOT / "examples" / "munich-drive.jsonl").read_text().splitlines()]
+    out = []
+    for a, b in itertools.pairwise(pts):
+        dy = (b["lat"] - a["lat"]) * 111_195.0
+        dx = (b["lon"] - a["lon"]) * 111_195.0 * math.cos(math.radians(a["lat"]))
+        out.append(Position(a["lat"], a["lon"], math.hypot(dx, dy), math.degrees(math.atan2(dx, dy)) % 360))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_mb(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(value.split()[0]) * 1024 / 1e6
+    return out
+
+
+def run(
+    seconds: float, warmup: float, transport: str, can_rate: float, scan_every: float
+) -> dict[str, float]:
+    scans = [s for s in (DATA / "barcodes" / "scans_raw.txt").read_text().splitlines() if s.strip()]
+    positions = trace()
+    with tempfile.TemporaryDirectory(prefix="dropline-load-") as folder:
+        tmp = Path(folder)
+        port = free_port()
+        if transport == "grpc":
+            hub = collector(tmp, tmp / "collector.db", grpc_port=port)
+            target = f"127.0.0.1:{port}"
+        else:
+            raise SystemExit("only grpc here (MQTT needs a broker: bench/uplink.py starts one)")
+        gps_master, gps_port = open_pty()
+        scan_master, scan_port = open_pty()
+        config = agent_config(tmp, "van-load", transport, target, sources=sources(gps_port, scan_port))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        with (tmp / "agent.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.agent_load",
+                    "--child",
+                    str(config),
+                    "--can-rate",
+                    str(can_rate),
+                ],
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
+                env=env,
+            )
+        rss: list[float] = []
+        try:
+            start = time.monotonic()
+            cpu0 = wall0 = None
+            n = 0
+            next_scan = start + 5.0
+            while time.monotonic() - start < seconds:
+                if proc.poll() is not None:
+                    raise SystemExit("agent exited:\n" + (tmp / "agent.log").read_text()[-3000:])
+                os.write(gps_master, epoch(time.time(), positions[n % len(positions)]).encode())
+                n += 1
+                now = time.monotonic()
+                if now >= next_scan:
+                    os.write(scan_master, (scans[n % len(scans)] + "\r\n").encode())
+                    next_scan += scan_every
+                if cpu0 is None and now - start >= warmup:
+                    cpu0, wall0 = cpu_seconds(proc.pid), now
+                if now - start >= warmup:
+                    rss.append(status_mb(proc.pid)["VmRSS"])
+                time.sleep(max(0.0, start + n - time.monotonic()))
+            assert cpu0 is not None and wall0 is not None
+            cpu = 100.0 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
+            final = status_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            hub.stop()
+            os.close(gps_master)
+            os.close(scan_master)
+        with sqlite3.connect(tmp / "collector.db") as db:
+            kinds = dict(db.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall())
+    return {
+        "peak_mb": final["VmHWM"],
+        "steady_mb": statistics.median(rss[len(rss) // 2 :]),
+        "cpu_pct": cpu,
+        "epochs": float(n),
+        **{f"stored_{k}": float(v) for k, v in kinds.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=300.0, help="length of the run")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before CPU and steady RSS count")
+    parser.add_argument("--transport", default="grpc", choices=("grpc",))
+    parser.add_argument("--can-rate", type=float, default=100.0, help="CAN frames a second")
+    parser.add_argument("--scan-every", type=float, default=60.0, help="seconds between scans")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        raise SystemExit(child(args.child, args.can_rate))
+    r = run(args.seconds, args.warmup, args.transport, args.can_rate, args.scan_every)
+    print(
+        f"agent, {args.seconds:.0f} s at 1 Hz GNSS, {args.can_rate:.0f} CAN frames/s, a scan every"
+        f" {args.scan_every:.0f} s, {args.transport} uplink"
+    )
+    mem = "within" if r["peak_mb"] <= BUDGET_MB else "OVER"
+    cpu = "within" if r["cpu_pct"] <= BUDGET_CPU else "OVER"
+    peak, steady = r["peak_mb"], r["steady_mb"]
+    print(f"  resident: peak {peak:.1f} MB, steady {steady:.1f} MB (budget {BUDGET_MB:.0f}: {mem})")
+    print(f"  CPU: {r['cpu_pct']:.2f} % of one core (budget {BUDGET_CPU:.0f} %: {cpu})")
+    stored = {k.removeprefix("stored_"): int(v) for k, v in r.items() if k.startswith("stored_")}
+    print(f"  collector stored: {stored} ({int(r['epochs'])} GNSS epochs sent)")
+
+
+if __name__ == "__main__":
+    main()
