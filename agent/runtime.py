@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import sources
-from agent.config import AgentConfig
+from agent.config import AgentConfig, UplinkConfig
 from agent.core import Core
 from agent.effects import EffectRunner, Handler
 from agent.events import CoreEvent, Document, DriverRestarted
@@ -32,7 +32,9 @@ from agent.reorder import ReorderWindow
 from agent.systemd import Notifier
 from agent.timebase import Arrival, Clock, TimeBase
 from agent.uplink import Backoff, Transport, Uplink
+from protocols.errors import ConfigError
 from protocols.records import Tick
+from protocols.tls import TlsFiles
 
 log = logging.getLogger("dropline.agent")
 
@@ -40,18 +42,40 @@ REORDER_S = 0.5
 """How long (corrected time) an event waits for earlier ones from slower driver threads."""
 
 
+def uplink_tls(up: UplinkConfig) -> TlsFiles | None:
+    """The van's mutual TLS files, or None for plaintext, which only ``insecure_local_test``
+    allows: a van must not send its records, or take documents, over a link anyone can read."""
+    files = (up.tls_ca, up.tls_cert, up.tls_key)
+    if all(files):
+        tls = TlsFiles(Path(up.tls_ca), Path(up.tls_cert), Path(up.tls_key))
+        tls.read()
+        return tls
+    if any(files):
+        raise ConfigError("uplink.tls_ca, uplink.tls_cert and uplink.tls_key go together: give all three")
+    if up.insecure_local_test:
+        log.warning("uplink: plaintext to %s (insecure_local_test)", up.target)
+        return None
+    raise ConfigError(
+        "uplink: plaintext to the collector is refused: give uplink.tls_ca, tls_cert and tls_key "
+        "(dropline pki), or set uplink.insecure_local_test = true for a local test"
+    )
+
+
 def transport_factory(config: AgentConfig) -> Callable[[], Transport] | None:
     """The configured transport's constructor; its library is imported only here, on demand."""
     up = config.uplink
+    if up.transport == "none":
+        return None
+    tls = uplink_tls(up)
     if up.transport == "grpc":
         from agent.transport_grpc import GrpcTransport
 
-        return lambda: GrpcTransport(up.target, up.keepalive_s, max_message_bytes=up.batch_bytes * 2 + 4096)
-    if up.transport == "mqtt":
-        from agent.transport_mqtt import MqttTransport
+        return lambda: GrpcTransport(
+            up.target, up.keepalive_s, max_message_bytes=up.batch_bytes * 2 + 4096, tls=tls
+        )
+    from agent.transport_mqtt import MqttTransport
 
-        return lambda: MqttTransport(up.target, config.vehicle.id, up.keepalive_s, up.window)
-    return None
+    return lambda: MqttTransport(up.target, config.vehicle.id, up.keepalive_s, up.window, tls=tls)
 
 
 class Agent:

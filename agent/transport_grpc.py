@@ -19,13 +19,27 @@ from agent.uplink import drain
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import TransportError
 from protocols.grpc_method import STREAM_METHOD
+from protocols.tls import TlsFiles
 
 _CLOSE = b""
 
 
 class GrpcTransport:
-    def __init__(self, target: str, keepalive_s: float = 5.0, max_message_bytes: int = 16 << 20) -> None:
+    """With ``tls`` the channel is mutual TLS (this van's certificate, the collector's checked
+    against the CA and the target's host name); without, plaintext (local tests only)."""
+
+    def __init__(
+        self,
+        target: str,
+        keepalive_s: float = 5.0,
+        max_message_bytes: int = 16 << 20,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.target = target
+        self._credentials = None
+        if tls is not None:
+            ca, cert, key = tls.read()
+            self._credentials = grpc.ssl_channel_credentials(ca, key, cert)
         self._options = [
             ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(keepalive_s * 1000)),
@@ -44,7 +58,10 @@ class GrpcTransport:
         self._call: grpc.Future | None = None
 
     def connect(self, timeout: float) -> None:
-        self._channel = grpc.insecure_channel(self.target, options=self._options)
+        if self._credentials is not None:
+            self._channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
+        else:
+            self._channel = grpc.insecure_channel(self.target, options=self._options)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError as exc:

@@ -25,10 +25,15 @@ from protocols import topics
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import TransportError
 from protocols.mqtt_url import parse_mqtt_url
+from protocols.tls import TlsFiles
 
 
 class MqttTransport:
-    def __init__(self, url: str, vehicle: str, keepalive_s: float = 5.0, window: int = 8) -> None:
+    def __init__(
+        self, url: str, vehicle: str, keepalive_s: float = 5.0, window: int = 8, tls: TlsFiles | None = None
+    ) -> None:
+        """With ``tls``, mutual TLS: the broker takes this van's identity from its certificate
+        (and its ACL lets it use only its own topics); without, plaintext (local tests only)."""
         target = parse_mqtt_url(url)
         self.host, self.port = target.host, target.port
         self.vehicle = vehicle
@@ -49,6 +54,9 @@ class MqttTransport:
         )
         if target.username is not None:
             client.username_pw_set(target.username, target.password)
+        if tls is not None:
+            tls.read()  # a missing file is a ConfigError naming it, not an ssl traceback
+            client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.cert), keyfile=str(tls.key))
         client.max_inflight_messages_set(window)
         client.max_queued_messages_set(window * 2)
         client.on_connect = self._on_connect
@@ -83,7 +91,7 @@ class MqttTransport:
     def connect(self, timeout: float) -> None:
         try:
             self._client.connect(self.host, self.port, keepalive=self.keepalive)
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too: a broker whose certificate does not check
             raise TransportError(f"MQTT broker {self.host}:{self.port}: {exc}") from exc
         self._client.loop_start()
         if not self._ready.wait(timeout) or self._down.is_set():

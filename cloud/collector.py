@@ -48,6 +48,8 @@ class Collector:
         mqtt_url: str | None = None,
         client_id: str | None = None,
         ingest: Ingest | None = None,
+        http_addr: str | None = None,
+        manifests: Path | None = None,
     ) -> None:
         self.mqtt_target = parse_mqtt_url(mqtt_url) if mqtt_url else None
         self.store = ingest.store if ingest is not None else open_store(db)
@@ -56,6 +58,10 @@ class Collector:
         self.client_id = client_id
         self.grpc_server: Any = None
         self.mqtt: MqttIngest | None = None
+        self.http_addr = http_addr
+        self.manifests = manifests
+        self.http: Any = None
+        self.webhooks: Any = None
 
     def start(self) -> None:
         if self.grpc_addr:
@@ -63,14 +69,43 @@ class Collector:
         if self.mqtt_target is not None:
             self.mqtt = MqttIngest(self.ingest, self.mqtt_target, client_id=self.client_id)
             self.mqtt.start()
+        if self.http_addr:
+            self._start_http(self.http_addr)
+
+    def _start_http(self, addr: str) -> None:
+        """The control tower (API, pages, live stream) and the webhook sender, fed by the ingest.
+        Imported here: a collector without ``--http`` never loads Starlette or uvicorn."""
+        from cloud.api.app import HttpServer, create_app, parse_addr
+        from cloud.api.stream import Hub
+        from cloud.tokens import Tokens
+        from cloud.webhooks import Webhooks
+
+        if not isinstance(self.store, SqliteStore):
+            raise ValueError("--http needs a SQLite store for now")
+        db = self.store.path
+        hub = Hub()
+        self.webhooks = Webhooks(db.with_name(db.name + ".webhooks"))
+        self.ingest.listeners += [hub.publish, self.webhooks.on_stored]
+        self.webhooks.start()
+        app = create_app(db, self.store, Tokens(db), hub, manifests=self.manifests, webhooks=self.webhooks)
+        host, port = parse_addr(addr)
+        self.http = HttpServer(app, host, port)
+        self.http.start()
+        log.info("control tower on http://%s:%d/", host, self.http.bound_port)
 
     def stop(self, grace_s: float = 5.0) -> None:
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         if self.grpc_server is not None:
             self.grpc_server.stop(grace_s).wait()
             self.grpc_server = None
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
         self.store.close()
         log.info("collector stopped: %s", self.ingest.stats())
 

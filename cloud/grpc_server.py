@@ -6,8 +6,12 @@ batch is refused with an Ack instead of being parsed unchecked, or failing the w
 deserialisation error would. Vans may send with the generated stub (Batch messages) or, cheaper,
 with ``wire.encode_batch`` bytes and an identity serializer (see ``stream_method``).
 
-A stream is bound to the vehicle of its first accepted batch; a later batch naming another
-vehicle is refused (``vehicle_mismatch``), as an MQTT topic binds a van to its own topic.
+With mutual TLS (``serve_grpc(..., tls=...)``) a client must present a certificate from the
+fleet's CA, and a stream is bound from its start to the vehicle id of that certificate (its CN;
+``protocols/tls.py``): a batch naming any other vehicle is refused (``vehicle_mismatch``,
+counted and logged), so van A can never write, or pre-empt with spoofed seqs, van B's records.
+A certificate that is not a vehicle's ends the stream (``PERMISSION_DENIED``). In plaintext
+(local tests) a stream is bound to the vehicle of its first accepted batch instead.
 
 Each open stream holds a worker thread, so idle streams must not be able to lock vans out
 (``StreamLimits``): a stream with no batch for ``idle_s`` is ended (the van reconnects when it
@@ -35,6 +39,7 @@ import grpc
 from cloud.ingest import Ingest, Limits
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.grpc_method import SERVICE, STREAM_METHOD
+from protocols.tls import TlsFiles, vehicle_of
 
 log = logging.getLogger("dropline.collector.grpc")
 
@@ -167,13 +172,20 @@ class StreamTable:
 class UplinkServicer:
     """Hands every batch of a stream to the ingest and answers each with its Ack, in order."""
 
-    def __init__(self, ingest: Ingest, streams: StreamTable) -> None:
+    def __init__(self, ingest: Ingest, streams: StreamTable, mutual_tls: bool = False) -> None:
         self.ingest = ingest
         self.streams = streams
+        self.mutual_tls = mutual_tls
 
     def Stream(self, request_iterator: Iterator[bytes], context: Any) -> Iterator[pb.Downlink]:
         bound: str | None = None
         peer = context.peer()
+        if self.mutual_tls:
+            certs = context.auth_context().get("x509_pem_cert") or [b""]
+            bound = vehicle_of(certs[0])
+            if bound is None:
+                self.ingest.reject("not_a_vehicle_certificate", peer)
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a vehicle certificate")
         stream = self.streams.open(peer, context.cancel)
         log.info("gRPC stream opened by %s", peer)
         try:
@@ -197,9 +209,9 @@ class UplinkServicer:
             log.info("gRPC stream from %s (%s) closed", peer, bound or "no vehicle")
 
 
-def add_uplink(server: Any, ingest: Ingest, streams: StreamTable) -> None:
+def add_uplink(server: Any, ingest: Ingest, streams: StreamTable, mutual_tls: bool = False) -> None:
     """Register the raw-bytes Uplink service on a gRPC server."""
-    servicer = UplinkServicer(ingest, streams)
+    servicer = UplinkServicer(ingest, streams, mutual_tls)
     handlers = {
         "Stream": grpc.stream_stream_rpc_method_handler(
             servicer.Stream, request_deserializer=None, response_serializer=pb.Downlink.SerializeToString
@@ -222,8 +234,11 @@ class GrpcServer:
         return event
 
 
-def serve_grpc(ingest: Ingest, addr: str, *, limits: StreamLimits = StreamLimits()) -> GrpcServer:
-    """A started server listening (plaintext) on ``addr`` (``host:port``). Each open stream holds
+def serve_grpc(
+    ingest: Ingest, addr: str, *, limits: StreamLimits = StreamLimits(), tls: TlsFiles | None = None
+) -> GrpcServer:
+    """A started server listening on ``addr`` (``host:port``): mutual TLS with ``tls`` (a client
+    certificate from ``tls.ca`` required), else plaintext (local tests). Each open stream holds
     one worker thread, so ``limits.max_streams`` vans can be connected at once; beyond that gRPC
     refuses with RESOURCE_EXHAUSTED and the van retries, but idle streams make room (see module
     doc). Stop it with ``server.stop(grace).wait()``."""
@@ -233,9 +248,14 @@ def serve_grpc(ingest: Ingest, addr: str, *, limits: StreamLimits = StreamLimits
         options=server_options(ingest.limits, limits),
         maximum_concurrent_rpcs=limits.max_streams,
     )
-    add_uplink(server, ingest, streams)
+    add_uplink(server, ingest, streams, mutual_tls=tls is not None)
     try:
-        port = server.add_insecure_port(addr)
+        if tls is not None:
+            ca, cert, key = tls.read()
+            creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+            port = server.add_secure_port(addr, creds)
+        else:
+            port = server.add_insecure_port(addr)
     except RuntimeError as exc:
         streams.stop()
         raise OSError(f"gRPC: cannot listen on {addr}: {exc}") from exc
@@ -243,7 +263,7 @@ def serve_grpc(ingest: Ingest, addr: str, *, limits: StreamLimits = StreamLimits
         streams.stop()
         raise OSError(f"gRPC: cannot listen on {addr}")
     server.start()
-    log.info("collector: gRPC Uplink listening on %s", addr)
+    log.info("collector: gRPC Uplink listening on %s (%s)", addr, "mutual TLS" if tls else "plaintext")
     return GrpcServer(server, streams)
 
 

@@ -22,6 +22,7 @@ one bad van cannot break a stream or a worker.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -118,6 +119,9 @@ class Ingest:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._logged: dict[str, tuple[int, int, float]] = {}  # vehicle -> (contiguous, open gaps, when)
+        self.listeners: list[Callable[[str, list[pb.Record]], None]] = []
+        """Called after each commit with the batch's records now stored (duplicates included: at
+        least once), on the ingest's thread: the live event stream and webhooks. Must not block."""
 
     def reject(self, reason: str, detail: object = "") -> None:
         """Count a refusal (also for transport-level refusals such as an MQTT topic not ours)."""
@@ -169,6 +173,8 @@ class Ingest:
             return ack
         if self._after_commit is not None:
             self._after_commit(vehicle, result)
+        if self.listeners:
+            self._notify(vehicle, good, result)
         for first, last in result.stored_ranges:
             ack.stored.add(first=first, last=last)
         for first, last, reason in result.quarantined:
@@ -188,6 +194,22 @@ class Ingest:
                 self.quarantine.reject(reason, detail)
         self._log_progress(vehicle, result)
         return ack
+
+    def _notify(self, vehicle: str, good: list[pb.Record], result: WriteResult) -> None:
+        """Tell the listeners which records are stored (not the ones quarantined as conflicts)."""
+        spans = sorted(result.stored_ranges)
+        firsts = [first for first, _ in spans]
+
+        def held(seq: int) -> bool:
+            i = bisect.bisect_right(firsts, seq) - 1
+            return i >= 0 and seq <= spans[i][1]
+
+        stored = [r for r in good if held(r.seq)]
+        for listener in self.listeners:
+            try:
+                listener(vehicle, stored)
+            except Exception:  # a listener's bug must not cost the van its ack
+                log.exception("collector: a listener failed on %s", vehicle)
 
     def _refuse(self, reason: str, vehicle: str, batch_id: int, detail: object) -> pb.Ack:
         self.reject(reason, detail)

@@ -11,7 +11,10 @@ Why it is built this way:
   the broker (MQTT 5 Receive Maximum) for at most ``receive_maximum`` unacknowledged messages at
   a time, by default ``INFLIGHT_BYTES // max batch bytes`` (2 batches of 4 MiB: 8 MiB of
   payload in hand), and the broker holds the rest of a flood until PUBACKs free the window.
-* The topic names the vehicle (a van's ACL lets it publish only there); the batch must agree.
+* The topic names the vehicle (a van's ACL lets it publish only there); the batch must agree,
+  else it is refused (``vehicle_mismatch``, counted and logged). With ``tls`` the collector
+  connects with its own certificate, and the broker's ACL (``dropline pki mosquitto-conf``)
+  ties each van's certificate to its own topics.
 * The subscription is shared (``$share/dropline-collectors/...``) so collectors can run side by
   side, each batch going to one of them.
 * Once subscribed it says so on ``dropline/v1/collectors``: batches that vans published while no
@@ -37,6 +40,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from cloud.ingest import Ingest
 from protocols import topics
 from protocols.mqtt_url import MqttTarget
+from protocols.tls import TlsFiles
 
 log = logging.getLogger("dropline.collector.mqtt")
 
@@ -63,6 +67,7 @@ class MqttIngest:
         receive_maximum: int | None = None,
         shared: bool = True,
         session_expiry_s: int = 3600,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.ingest = ingest
         self.target = target
@@ -86,6 +91,9 @@ class MqttIngest:
         )
         if target.username is not None:
             self.client.username_pw_set(target.username, target.password)
+        if tls is not None:
+            tls.read()  # a missing file is a ConfigError naming it
+            self.client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.cert), keyfile=str(tls.key))
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

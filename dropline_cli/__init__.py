@@ -72,6 +72,16 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "geofence enter/exit/dwell events of a trace against GeoJSON fences",
         "dropline geofence --fences fences.geojson examples/munich-drive.jsonl",
     ),
+    ("token", "create"): (
+        "dropline_cli.token",
+        "create an API token (read or admin) for the collector's HTTP API",
+        "dropline token create --db collector.db --role read",
+    ),
+    ("share",): (
+        "dropline_cli.share",
+        "print an expiring customer tracking link for one stop",
+        "dropline share S1 --db collector.db --base http://127.0.0.1:8080 --ttl-h 24",
+    ),
     ("demo",): (
         "dropline_cli.demo",
         "a van replaying a recorded drive, CAN log and scans into a local collector",

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from protocols.errors import UsageError
@@ -43,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ingest from this broker: mqtt://[user[:password]@]host[:port] (MQTT 5, shared subscription)",
     )
     parser.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="serve the control tower (API under /api/v1, dispatcher page at /, tracking links /t/...)"
+        " and send webhooks, e.g. 127.0.0.1:8080",
+    )
+    parser.add_argument(
+        "--manifests",
+        metavar="DIR",
+        type=Path,
+        help="directory of manifest JSON files: stop windows and depots for KPIs and tracking pages",
+    )
+    parser.add_argument(
         "--client-id",
         metavar="ID",
         help="MQTT client id; with one the broker keeps the session (and queued batches) across restarts",
@@ -62,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from cloud.ingest import Ingest
     from cloud.store import WriteResult
 
-    if not args.grpc and not args.mqtt:
-        raise UsageError("collector: give --grpc ADDR and/or --mqtt URL, or it has nothing to listen to")
+    if not args.grpc and not args.mqtt and not args.http:
+        raise UsageError("collector: give --grpc ADDR, --mqtt URL and/or --http ADDR, or nothing runs")
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger("dropline").setLevel(logging.INFO)  # a server says where it listens
     from cloud.collector import POSTGRES_SCHEMES, open_store
@@ -93,7 +106,13 @@ def run(args: argparse.Namespace) -> int:
     ingest = Ingest(store, after_commit=after_commit)
     try:
         collector = Collector(
-            args.db, grpc_addr=args.grpc, mqtt_url=args.mqtt, client_id=args.client_id, ingest=ingest
+            args.db,
+            grpc_addr=args.grpc,
+            mqtt_url=args.mqtt,
+            client_id=args.client_id,
+            ingest=ingest,
+            http_addr=args.http,
+            manifests=args.manifests,
         )
     except ValueError as exc:
         store.close()
@@ -101,13 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         line: dict[str, Any] = {"ready": True, "db": shown_db, "grpc": args.grpc, "mqtt": args.mqtt}
+        if collector.http is not None:
+            line["http"] = f"{collector.http.host}:{collector.http.bound_port}"
         if collector.mqtt is not None:  # give the broker a moment, but start without it if it is down
             line["mqtt_subscribed"] = collector.mqtt.ready.wait(READY_WAIT_S)
         _print(line)
 
     try:
         run_until_signalled(collector, on_started=ready)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     _print({"stopped": True, **ingest.stats()})
     return 0

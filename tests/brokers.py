@@ -24,15 +24,18 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 class Mosquitto:
     """One broker process: ``start`` (waits until it accepts connections), ``stop``, ``restart``."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_config: str = "", listener: str = ""
+    ) -> None:
+        """``listener`` replaces the plaintext anonymous listener: e.g. the TLS one that
+        ``dropline pki mosquitto-conf`` writes for ``port``."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir
         self.config = workdir / f"mosquitto-{self.port}.conf"
         self.log = workdir / f"mosquitto-{self.port}.log"
         lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *(listener.splitlines() or [f"listener {self.port} {self.host}", "allow_anonymous true"]),
             "persistence false",
             "log_dest stderr",
             "log_type error",
@@ -100,9 +103,11 @@ class Mosquitto:
 
 
 @contextmanager
-def run_mosquitto(tmp_path: Path, port: int | None = None, extra_config: str = "") -> Iterator[Mosquitto]:
+def run_mosquitto(
+    tmp_path: Path, port: int | None = None, extra_config: str = "", listener: str = ""
+) -> Iterator[Mosquitto]:
     """A started broker, stopped on exit; ``host, port = broker`` works."""
-    broker = Mosquitto(tmp_path, port, extra_config)
+    broker = Mosquitto(tmp_path, port, extra_config, listener)
     broker.start()
     try:
         yield broker

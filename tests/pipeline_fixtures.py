@@ -96,8 +96,15 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
 
 
-def collector(tmp: Path, db: Path, grpc_port: int | None = None, mqtt_url: str | None = None) -> Proc:
-    args = ["collector", "--db", str(db)]
+def collector(
+    tmp: Path,
+    db: Path,
+    grpc_port: int | None = None,
+    mqtt_url: str | None = None,
+    tls: list[str] | None = None,
+) -> Proc:
+    """``tls``: ``--tls-ca/--tls-cert/--tls-key`` arguments; without, a plaintext local test."""
+    args = ["collector", "--db", str(db), *(tls if tls is not None else ["--insecure"])]
     if grpc_port:
         args += ["--grpc", f"127.0.0.1:{grpc_port}"]
     if mqtt_url:
@@ -122,6 +129,8 @@ def agent_config(
     for k, v in (outbox or {}).items():
         lines.append(f"{k} = {json.dumps(v)}")
     lines += ["", "[uplink]", f'transport = "{transport}"', f'target = "{target}"']
+    if "tls_ca" not in (uplink or {}):
+        lines.append("insecure_local_test = true")  # plaintext loopback: these tests are local
     for k, v in (uplink or {}).items():
         lines.append(f"{k} = {json.dumps(v)}")
     path = tmp / "agent.toml"

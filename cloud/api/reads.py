@@ -1,0 +1,214 @@
+"""What the control tower reads: stored records of one vehicle, decoded, and what they add up to.
+
+Every function opens its own read-only connection to the store's SQLite file, so a request never
+waits for the ingest's writer (WAL) and sees one committed snapshot. Records come back in the
+export JSON form (``protocols.convert.to_json``) with ``vehicle``; views fill in as record kinds
+appear: a van without a manifest simply has no stops, ETAs or proofs of delivery.
+
+Exceptions are alerts of severity ``warning`` or worse; one is cleared by a later ``<code>_cleared``
+alert carrying the same ``attrs`` (the route stage copies them), and ``gps_lost`` by
+``gps_restored``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocols import convert
+from protocols.dropline.v1 import dropline_pb2 as pb
+
+SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
+ENERGY = "Vehicle.Powertrain.TractionBattery.StateOfCharge.CurrentEnergy"
+CLEARED_BY = {"gps_restored": "gps_lost"}
+"""Clearing alert codes that do not follow the ``<code>_cleared`` convention."""
+EXCEPTION_SEVERITIES = frozenset({"warning", "error", "critical"})
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``: a missing file is an error, not a new empty store)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def decode(vehicle: str, body: bytes) -> dict[str, Any]:
+    return {"vehicle": vehicle, **convert.to_json(pb.Record.FromString(body))}
+
+
+def records(
+    path: Path,
+    vehicle: str | None,
+    kinds: Sequence[str],
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """Records of ``kinds`` (one vehicle, or all), in time order then seq, with time in
+    [from_ms, to_ms] where given."""
+    where = [f"kind IN ({','.join('?' * len(kinds))})"]
+    params: list[Any] = list(kinds)
+    if vehicle is not None:
+        where.append("vehicle = ?")
+        params.append(vehicle)
+    if from_ms is not None:
+        where.append("time_ms >= ?")
+        params.append(from_ms)
+    if to_ms is not None:
+        where.append("time_ms <= ?")
+        params.append(to_ms)
+    sql = f"SELECT vehicle, body FROM records WHERE {' AND '.join(where)} ORDER BY time_ms, vehicle, seq"
+    with closing(connect(path)) as db:
+        return [decode(v, body) for v, body in db.execute(sql, params)]
+
+
+def _latest(db: sqlite3.Connection, vehicle: str, kind: str) -> Iterator[pb.Record]:
+    query = "SELECT body FROM records WHERE vehicle = ? AND kind = ? ORDER BY time_ms DESC, seq DESC"
+    for (body,) in db.execute(query, (vehicle, kind)):
+        yield pb.Record.FromString(body)
+
+
+def exceptions(alerts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Raised exceptions in time order, each with ``open`` and, once cleared, ``cleared`` (the
+    clearing alert's time)."""
+    out: list[dict[str, Any]] = []
+    for alert in alerts:
+        code = alert["code"]
+        raised = CLEARED_BY.get(code) or (
+            code.removesuffix("_cleared") if code.endswith("_cleared") else None
+        )
+        if raised is not None:
+            for exc in out:
+                if exc["open"] and exc["vehicle"] == alert["vehicle"] and exc["code"] == raised:
+                    attrs = alert.get("attrs", {})
+                    if code in CLEARED_BY or all(attrs.get(k) == v for k, v in exc["attrs"].items()):
+                        exc["open"], exc["cleared"] = False, alert["time"]
+            continue
+        if alert.get("severity") in EXCEPTION_SEVERITIES:
+            out.append({**alert, "open": True})
+    return out
+
+
+def stops(path: Path, vehicle: str) -> list[dict[str, Any]]:
+    """Each stop the van reported on or has an ETA for: ``{manifest, stop, status, times:
+    {status: time}, eta}`` in the order of its latest ETA (then first report)."""
+    rows = records(path, vehicle, ("stop_update", "eta"))
+    by_stop: dict[tuple[str, str], dict[str, Any]] = {}
+    latest_eta: dict[str, Any] | None = None
+    for r in rows:
+        if r["kind"] == "eta":
+            latest_eta = r
+            continue
+        entry = by_stop.setdefault(
+            (r["manifest"], r["stop"]),
+            {"manifest": r["manifest"], "stop": r["stop"], "status": None, "times": {}, "eta": None},
+        )
+        entry["status"] = r["status"]
+        entry["times"].setdefault(r["status"], r["time"])
+    order: list[tuple[str, str]] = []
+    if latest_eta is not None:
+        for stop, eta in zip(latest_eta["stops"], latest_eta["etas"], strict=False):
+            key = (latest_eta["manifest"], stop)
+            entry = by_stop.setdefault(
+                key,
+                {"manifest": key[0], "stop": stop, "status": "planned", "times": {}, "eta": None},
+            )
+            entry["eta"] = eta
+            order.append(key)
+    rest = [k for k in by_stop if k not in order]
+    return [by_stop[k] for k in order + rest]
+
+
+def latest_eta(path: Path, vehicle: str) -> dict[str, Any] | None:
+    with closing(connect(path)) as db:
+        for r in _latest(db, vehicle, "eta"):
+            return {"vehicle": vehicle, **convert.to_json(r)}
+    return None
+
+
+def vehicle_state(path: Path, vehicle: str, position: dict[str, Any] | None) -> dict[str, Any]:
+    """The dispatcher's row for one van: position, speed (m/s, of the latest fix), state of
+    charge (%), next stop and its ETA, open exceptions, each where known."""
+    out: dict[str, Any] = {"vehicle": vehicle, "time": None, "lat": None, "lon": None}
+    with closing(connect(path)) as db:
+        if position is not None:
+            out.update(time=position["time"], lat=position["lat"], lon=position["lon"])
+            row = db.execute(
+                "SELECT body FROM records WHERE vehicle = ? AND seq = ?", (vehicle, position["seq"])
+            ).fetchone()
+            if row is not None:
+                fix = pb.Record.FromString(row[0]).fix
+                if fix.HasField("speed_cms"):
+                    out["speed"] = fix.speed_cms / 100
+        for r in _latest(db, vehicle, "signal"):
+            if r.signal.name == SOC:
+                out["soc"] = r.signal.value
+                break
+        for r in _latest(db, vehicle, "eta"):
+            if r.eta.stops:
+                out["next_stop"] = r.eta.stops[0]
+                out["eta"] = convert.to_json(r)["etas"][0]
+            break
+    alerts = records(path, vehicle, ("alert",))
+    out["open_exceptions"] = [
+        {"code": e["code"], "time": e["time"], "message": e["message"]}
+        for e in exceptions(alerts)
+        if e["open"]
+    ]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Photo:
+    """A reassembled blob whose bytes match its SHA-256."""
+
+    blob: str
+    delivery: str
+    media_type: str
+    data: bytes
+
+
+def photos(path: Path, vehicle: str) -> dict[str, Photo]:
+    """Complete blobs by id: every chunk present and the joined bytes match ``sha256``;
+    incomplete or mismatching ones are left out until the rest arrives."""
+    chunks: dict[str, dict[int, pb.BlobChunk]] = {}
+    with closing(connect(path)) as db:
+        for (body,) in db.execute(
+            "SELECT body FROM records WHERE vehicle = ? AND kind = 'blob_chunk' ORDER BY seq", (vehicle,)
+        ):
+            c = pb.Record.FromString(body).blob_chunk
+            chunks.setdefault(c.blob, {})[c.index] = c
+    out: dict[str, Photo] = {}
+    for blob, parts in chunks.items():
+        first = next(iter(parts.values()))
+        if sorted(parts) != list(range(first.count)):
+            continue
+        data = b"".join(parts[i].data for i in range(first.count))
+        if hashlib.sha256(data).hexdigest() != first.sha256.lower():
+            continue
+        out[blob] = Photo(blob, first.delivery, first.media_type, data)
+    return out
+
+
+def deliveries(path: Path, vehicle: str) -> list[dict[str, Any]]:
+    """Proofs of delivery, each with ``photos``: the complete blobs proving it (``<stop>/<parcel>``)."""
+    found = photos(path, vehicle)
+    out = []
+    for d in records(path, vehicle, ("delivery",)):
+        key = f"{d['stop']}/{d['parcel']}"
+        d["photos"] = [
+            {"blob": p.blob, "media_type": p.media_type, "bytes": len(p.data)}
+            for p in found.values()
+            if p.delivery == key
+        ]
+        out.append(d)
+    return out
+
+
+def data_url(photo: Photo) -> str:
+    return f"data:{photo.media_type};base64,{base64.b64encode(photo.data).decode()}"

@@ -1,0 +1,236 @@
+"""The control tower's HTTP API against a real in-process collector (real SQLite store, the real
+ingest path, uvicorn on a loopback port), checked against the records we sent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud.collector import Collector
+from cloud.ingest import Ingest
+from cloud.store import SqliteStore
+from cloud.tokens import Tokens
+from protocols import convert, wire
+from protocols.records import Alert, BlobChunk, Delivery, Eta, Fix, Record, Signal, StopUpdate, iso_time
+
+T0 = 1_410_325_200.0  # 2014-09-10T05:00:00Z
+SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
+
+
+class Tower:
+    def __init__(self, tmp: Path) -> None:
+        self.db = tmp / "collector.db"
+        store = SqliteStore(self.db)
+        (tmp / "manifests").mkdir()
+        manifest = {
+            "manifest_id": "m1",
+            "vehicle": "van-1",
+            "depot": {"id": "depot-north", "lat": 48.1, "lon": 11.4, "radius_m": 100},
+            "stops": [
+                {"id": s, "lat": 48.15, "lon": 11.5, "radius_m": 40, "service_s": 60, "parcels": [],
+                 "window": ["2014-09-10T05:00:00Z", "2014-09-10T05:30:00Z"]}
+                for s in ("S1", "S2", "S3", "S4", "S5")
+            ],
+        }
+        (tmp / "manifests" / "m1.json").write_text(json.dumps(manifest))
+        self.collector = Collector(
+            self.db, ingest=Ingest(store), http_addr="127.0.0.1:0", manifests=tmp / "manifests"
+        )
+        self.collector.start()
+        self.base = f"http://127.0.0.1:{self.collector.http.bound_port}"
+        tokens = Tokens(self.db)
+        self.read, self.admin = tokens.create("read"), tokens.create("admin")
+        self.seq: dict[str, int] = {}
+        self.batches = 0
+
+    def send(self, vehicle: str, *records: Record) -> None:
+        bodies = []
+        for r in records:
+            self.seq[vehicle] = self.seq.get(vehicle, 0) + 1
+            bodies.append(convert.encode(self.seq[vehicle], r))
+        self.batches += 1
+        ack = self.collector.ingest.handle(wire.encode_batch(vehicle, self.batches, bodies), vehicle)
+        assert not ack.rejected and not ack.quarantined, ack
+
+    def get(self, path: str, token: str | None = "read", raw: bool = False) -> Any:
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {getattr(self, token, token)}"
+        with urllib.request.urlopen(urllib.request.Request(self.base + path, headers=headers), timeout=10) as r:
+            body = r.read()
+            return body if raw else json.loads(body)
+
+    def post(self, path: str, body: dict[str, Any], token: str = "admin") -> Any:
+        request = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {getattr(self, token, token)}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())
+
+
+@pytest.fixture
+def tower(tmp_path: Path) -> Iterator[Tower]:
+    t = Tower(tmp_path)
+    try:
+        yield t
+    finally:
+        t.collector.stop()
+
+
+def status(call: Any) -> int:
+    try:
+        call()
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    return 200
+
+
+def test_tokens_are_required_and_roles_enforced(tower: Tower) -> None:
+    assert status(lambda: tower.get("/api/v1/vehicles", token=None)) == 401
+    assert status(lambda: tower.get("/api/v1/vehicles", token="not-a-token")) == 401
+    assert status(lambda: tower.get("/api/v1/vehicles", token="Bearer")) == 401
+    assert status(lambda: tower.get("/api/v1/events", token=None)) == 401
+    assert tower.get("/api/v1/vehicles") == []
+    assert status(lambda: tower.post("/api/v1/shares", {"stop": "S1", "vehicle": "van-1"}, token="read")) == 403
+    # only the hash is stored: the token itself appears nowhere in the file
+    assert tower.read.encode() not in tower.db.read_bytes()
+
+
+def test_vehicles_track_and_exceptions_follow_the_records(tower: Tower) -> None:
+    fixes = [Fix(T0 + i, 3, 48.1 + i * 1e-4, 11.5 + i * 2e-4, speed=float(i)) for i in range(10)]
+    tower.send("van-1", *fixes[:5])
+    tower.send("van-1", Signal(T0 + 3, SOC, 81.5), Signal(T0 + 4, "Vehicle.Speed", 12.0))
+    tower.send("van-1", *reversed(fixes[5:]))  # newest first: the latest is still the last in time
+    tower.send(
+        "van-1",
+        Eta(T0 + 9, "m1", ("S2", "S3"), (T0 + 600, T0 + 900)),
+        Alert(T0 + 5, "restricted_zone", "warning", "in zone", {"fence": "z1"}),
+        Alert(T0 + 6, "restricted_zone", "warning", "in zone", {"fence": "z2"}),
+        Alert(T0 + 7, "restricted_zone_cleared", "info", "left", {"fence": "z1", "left": "x"}),
+        Alert(T0 + 8, "document_received", "info", "not an exception"),
+    )
+    tower.send("van-2", Fix(T0, 2, -33.9, 151.2))
+    [one, two] = tower.get("/api/v1/vehicles")
+    assert one["vehicle"] == "van-1" and two["vehicle"] == "van-2"
+    assert (one["time"], one["lat"], one["lon"]) == (iso_time(T0 + 9), 48.1009, 11.5018)
+    assert one["speed"] == 9.0 and one["soc"] == 81.5
+    assert one["next_stop"] == "S2" and one["eta"] == iso_time(T0 + 600)
+    assert [(e["code"], e["time"]) for e in one["open_exceptions"]] == [("restricted_zone", iso_time(T0 + 6))]
+    assert "soc" not in two and two["open_exceptions"] == []
+
+    track = tower.get(f"/api/v1/vehicles/van-1/track?from={iso_time(T0 + 2)}&to={iso_time(T0 + 4)}")
+    assert track == [{"time": iso_time(f.time), "lat": round(f.lat, 7), "lon": round(f.lon, 7)} for f in fixes[2:5]]
+    assert len(tower.get("/api/v1/vehicles/van-1/track")) == 10
+    assert status(lambda: tower.get("/api/v1/vehicles/van-1/track?from=yesterday")) == 400
+
+    excs = tower.get("/api/v1/exceptions")
+    assert [(e["attrs"]["fence"], e["open"]) for e in excs] == [("z1", False), ("z2", True)]
+    assert excs[0]["cleared"] == iso_time(T0 + 7)
+    assert [e["attrs"]["fence"] for e in tower.get("/api/v1/exceptions?open=true")] == ["z2"]
+
+
+def test_stops_deliveries_and_photos(tower: Tower) -> None:
+    photo = Path(__file__).read_bytes()[:3000]  # any bytes: what matters is they come back whole
+    digest = hashlib.sha256(photo).hexdigest()
+    chunks = [
+        BlobChunk(T0 + 61, "p1", i, 2, digest, "image/jpeg", "S1/P-1", photo[i * 1500 : (i + 1) * 1500])
+        for i in range(2)
+    ]
+    tower.send(
+        "van-1",
+        StopUpdate(T0 + 30, "m1", "S1", "arrived"),
+        Delivery(T0 + 60, "m1", "S1", "P-1", "raw", 48.15, 11.5, 3),
+        StopUpdate(T0 + 60, "m1", "S1", "completed"),
+        chunks[1],
+    )
+    [d] = tower.get("/api/v1/vehicles/van-1/deliveries")
+    assert d["parcel"] == "P-1" and d["photos"] == []  # half a photo is not shown
+    tower.send("van-1", chunks[0], BlobChunk(T0 + 62, "p2", 0, 1, "0" * 64, "image/jpeg", "S1/P-1", b"bad"))
+    [d] = tower.get("/api/v1/vehicles/van-1/deliveries")
+    assert d["photos"] == [{"blob": "p1", "media_type": "image/jpeg", "bytes": len(photo)}]  # p2: bad hash
+    assert tower.get("/api/v1/vehicles/van-1/blobs/p1", raw=True) == photo
+    assert status(lambda: tower.get("/api/v1/vehicles/van-1/blobs/p2", raw=True)) == 404
+    [s1] = tower.get("/api/v1/vehicles/van-1/stops")
+    assert s1["status"] == "completed" and s1["times"]["arrived"] == iso_time(T0 + 30)
+
+
+def test_events_stream_records_as_they_are_stored(tower: Tower) -> None:
+    url = f"{tower.base}/api/v1/events?vehicle=van-1&access_token={tower.read}"
+    got: list[dict[str, Any]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            event = None
+            for line in r:
+                text = line.decode().rstrip("\n")
+                if text == ": connected":
+                    connected.set()
+                elif text.startswith("event: "):
+                    event = text[7:]
+                elif text.startswith("data: ") and event == "record":
+                    got.append(json.loads(text[6:]))
+                    if len(got) == 2:
+                        return
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
+    assert connected.wait(10)
+    tower.send("van-2", Fix(T0, 2, 1.0, 2.0))  # another van: filtered out
+    tower.send("van-1", Fix(T0, 2, 48.1, 11.5), Alert(T0 + 1, "gps_lost"))
+    reader.join(20)
+    assert [(e["vehicle"], e["seq"], e["kind"]) for e in got] == [("van-1", 1, "fix"), ("van-1", 2, "alert")]
+    assert got[0]["lat"] == 48.1
+
+
+def test_openapi_describes_every_route(tower: Tower) -> None:
+    from cloud.api.app import API_ROUTES
+
+    doc = tower.get("/api/v1/openapi.json", token=None)  # public
+    assert doc["openapi"].startswith("3.1") and doc["info"]["title"] and doc["info"]["version"]
+    assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    routed = {(m.lower(), r.path) for r in API_ROUTES for m in (r.methods or ()) if m != "HEAD"}
+    described = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert routed == described
+    for path, ops in doc["paths"].items():
+        names = {part[1:-1] for part in path.split("/") if part.startswith("{")}
+        for op in ops.values():
+            assert op["summary"] and op["responses"]
+            assert all(code.isdigit() and "description" in r for code, r in op["responses"].items())
+            in_path = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert in_path == names, path
+            if op.get("security") != []:
+                assert "401" in op["responses"], path
+
+
+def test_tracking_link_shows_one_stop_and_nothing_when_wrong_or_expired(tower: Tower) -> None:
+    tower.send("van-1", Fix(T0, 3, 48.2, 11.6))
+    tower.send("van-1", Eta(T0 + 1, "m1", ("S1", "S2", "S3", "S4", "S5"), tuple(T0 + 60 * i for i in range(1, 6))))
+    near = tower.post("/api/v1/shares", {"stop": "S3"})  # vehicle found from the manifest
+    far = tower.post("/api/v1/shares", {"stop": "S5", "vehicle": "van-1"})
+    assert near["vehicle"] == "van-1" and len(near["token"]) >= 32
+    state = tower.get(f"/t/{near['token']}/state", token=None)
+    assert state["stop"] == "S3" and state["eta"] == iso_time(T0 + 180)
+    assert state["window"] == ["2014-09-10T05:00:00.000Z", "2014-09-10T05:30:00.000Z"]
+    assert state["van"] == {"time": iso_time(T0), "lat": 48.2, "lon": 11.6}
+    far_state = tower.get(f"/t/{far['token']}/state", token=None)
+    assert "van" not in far_state and far_state["stop"] == "S5"  # not among the next three
+    assert "S1" not in json.dumps(state) and "S4" not in json.dumps(state)
+
+    expired, _ = Tokens(tower.db, clock=lambda: T0).share("van-1", "S3", 60)  # expired in 2014
+    for token in (expired, near["token"][:-1] + "x", "nonsense"):
+        assert status(lambda t=token: tower.get(f"/t/{t}", token=None, raw=True)) == 404
+        assert status(lambda t=token: tower.get(f"/t/{t}/state", token=None)) == 404
+    page = tower.get(f"/t/{near['token']}", token=None, raw=True).decode()
+    assert "<html" in page.lower()
