@@ -184,6 +184,28 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class CompactionConfig:
+    max_error_m: float = setting(
+        0.0,
+        "a fix is committed only where the committed track misses it by more (time-synchronised"
+        " distance); 0 = every fix, lossless",
+        "m",
+        min=0.0,
+        max=1000.0,
+    )
+    max_hold_s: float = setting(
+        60.0, "a fix is committed or dropped at most this long after it arrives", "s", min=0.0, max=3600.0
+    )
+    live_error_m: float = setting(
+        0.0,
+        "commit a fix at once when the collector's dead reckoning would miss it by more; 0 = off",
+        "m",
+        min=0.0,
+        max=100_000.0,
+    )
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     vehicle: VehicleConfig = setting(doc="the van")
     outbox: OutboxConfig = setting(OutboxConfig(), "store-and-forward buffer")
@@ -193,6 +215,7 @@ class AgentConfig:
     can: CanConfig | None = setting(None, "CAN bus; absent = none")
     scanner: ScannerConfig | None = setting(None, "barcode scanner; absent = none")
     route: RouteConfig = setting(RouteConfig(), "manifest, geofence and delivery exception thresholds")
+    compaction: CompactionConfig = setting(CompactionConfig(), "track simplification and signal deadbands")
 
 
 T = TypeVar("T")

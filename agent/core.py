@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.config import RouteConfig
+from agent.config import CompactionConfig, RouteConfig
 from agent.events import CoreEvent
 from agent.geofence import Rules
 from agent.stages.base import Effect, Stage, StageOutput, VehicleState
+from agent.stages.compactor import Compactor
 from agent.stages.geofence import GeofenceStage
 from agent.stages.gps_watch import GpsWatch
 from agent.stages.receipts import Receipts
@@ -23,8 +24,11 @@ from agent.stages.vehicle import VehicleStage
 from protocols.records import Record
 
 
-def default_stages(gps_lost_s: float = 10.0, route: RouteConfig | None = None) -> list[Stage]:
-    """The stages a van runs, in order: vehicle state, geofence, route (stop progress, proofs of
+def default_stages(
+    gps_lost_s: float = 10.0, route: RouteConfig | None = None, compaction: CompactionConfig | None = None
+) -> list[Stage]:
+    """The stages a van runs, in order: vehicle state (committed through the compactor,
+    ``compaction``), geofence, route (stop progress, proofs of
     delivery, exceptions), the GPS-lost rule, shell receipts. With ``route`` (``[route]``), its
     thresholds, ``gps_lost_s`` included; without, the defaults and ``gps_lost_s``."""
     if route is None:
@@ -40,8 +44,9 @@ def default_stages(gps_lost_s: float = 10.0, route: RouteConfig | None = None) -
     )
     geofence = GeofenceStage(rules)
     route_rules = RouteRules(route.dwell_factor, route.idle_s, route.idle_speed_kmh)
+    compaction = compaction or CompactionConfig()
     return [
-        VehicleStage(),
+        Compactor(VehicleStage(), compaction.max_error_m, compaction.max_hold_s, compaction.live_error_m),
         geofence,
         RouteStage(geofence, route_rules),
         GpsWatch(route.gps_lost_s),

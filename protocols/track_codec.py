@@ -162,7 +162,10 @@ class TrackSimplifier:
 
     def push(self, fix: Fix) -> list[Fix]:
         kept: list[Fix] = []
-        if self.max_error_m <= 0 or self._anchor is None:
+        if self.max_error_m <= 0:  # lossless: every fix as received (the wire keeps 1e-7 deg, 1 ms)
+            self._keep(fix, kept)
+            return kept
+        if self._anchor is None:
             self._keep(self.quantise(fix), kept)
             return kept
         if self._window and fix.time - self._window[0].time >= self.max_hold_s:
