@@ -19,6 +19,7 @@ from cloud.ingest import Ingest
 from cloud.mqtt_ingest import MqttIngest
 from cloud.store import SqliteStore, Store
 from protocols.mqtt_url import parse_mqtt_url
+from protocols.tls import TlsFiles
 
 log = logging.getLogger("dropline.collector")
 
@@ -50,7 +51,9 @@ class Collector:
         ingest: Ingest | None = None,
         http_addr: str | None = None,
         manifests: Path | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        self.tls = tls  # mutual TLS on both transports; None = plaintext (local tests)
         self.mqtt_target = parse_mqtt_url(mqtt_url) if mqtt_url else None
         self.store = ingest.store if ingest is not None else open_store(db)
         self.ingest = ingest or Ingest(self.store)
@@ -65,9 +68,9 @@ class Collector:
 
     def start(self) -> None:
         if self.grpc_addr:
-            self.grpc_server = serve_grpc(self.ingest, self.grpc_addr)
+            self.grpc_server = serve_grpc(self.ingest, self.grpc_addr, tls=self.tls)
         if self.mqtt_target is not None:
-            self.mqtt = MqttIngest(self.ingest, self.mqtt_target, client_id=self.client_id)
+            self.mqtt = MqttIngest(self.ingest, self.mqtt_target, client_id=self.client_id, tls=self.tls)
             self.mqtt.start()
         if self.http_addr:
             self._start_http(self.http_addr)

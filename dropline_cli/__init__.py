@@ -82,6 +82,26 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "print an expiring customer tracking link for one stop",
         "dropline share S1 --db collector.db --base http://127.0.0.1:8080 --ttl-h 24",
     ),
+    ("pki", "init"): (
+        "dropline_cli.pki",
+        "a development CA for the fleet's certificates",
+        "dropline pki init --dir pki",
+    ),
+    ("pki", "issue-vehicle"): (
+        "dropline_cli.pki",
+        "a van's client certificate (vehicle id in CN and SAN)",
+        "dropline pki issue-vehicle van-7 --dir pki",
+    ),
+    ("pki", "issue-collector"): (
+        "dropline_cli.pki",
+        "a collector's certificate (gRPC server, MQTT client)",
+        "dropline pki issue-collector main --dir pki --host collector.example --host 127.0.0.1",
+    ),
+    ("pki", "mosquitto-conf"): (
+        "dropline_cli.pki",
+        "Mosquitto TLS listener + ACL by certificate CN: each van only its own topics",
+        "dropline pki mosquitto-conf --dir pki --port 8883",
+    ),
     ("demo",): (
         "dropline_cli.demo",
         "a van replaying a recorded drive, CAN log and scans into a local collector",

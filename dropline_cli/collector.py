@@ -11,6 +11,7 @@ subscription or 10 s, whichever comes first) and one with its counters when it s
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -60,9 +61,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="MQTT client id; with one the broker keeps the session (and queued batches) across restarts",
     )
+    parser.add_argument(
+        "--tls-ca", metavar="PEM", help="CA that vans' certificates must chain to (dropline pki)"
+    )
+    parser.add_argument(
+        "--tls-cert", metavar="PEM", help="this collector's certificate (dropline pki issue-collector)"
+    )
+    parser.add_argument("--tls-key", metavar="PEM", help="its private key")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext gRPC and MQTT: only for a local test (implied when every address is loopback)",
+    )
     # Fault injection for the pipeline's fault tests: exit abruptly after the Nth commit, before
     # its ack is sent, to prove that a batch stored but never acknowledged is harmless.
     parser.add_argument("--exit-after-commits", type=int, metavar="N", help=argparse.SUPPRESS)
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    """Mutual TLS files, or None with ``--insecure``; plaintext is refused otherwise."""
+    from protocols.tls import TlsFiles
+
+    files = (args.tls_ca, args.tls_cert, args.tls_key)
+    if all(files):
+        tls = TlsFiles(Path(args.tls_ca), Path(args.tls_cert), Path(args.tls_key))
+        try:
+            tls.read()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return tls
+    if any(files) or not (args.insecure or _loopback_only(args)):
+        raise UsageError(
+            "collector: give --tls-ca, --tls-cert and --tls-key (dropline pki), "
+            "or --insecure for a local test in plaintext"
+        )
+    log.warning("collector: plaintext gRPC and MQTT (a local test): anyone who can connect can send")
+    return None
+
+
+def _loopback_only(args: argparse.Namespace) -> bool:
+    """Plaintext that cannot leave this machine (every address loopback) is a local test too."""
+    from protocols.mqtt_url import parse_mqtt_url
+
+    hosts = []
+    if args.grpc:
+        hosts.append(args.grpc.rsplit(":", 1)[0].strip("[]"))
+    if args.mqtt:
+        try:
+            hosts.append(parse_mqtt_url(args.mqtt).host)
+        except ValueError:
+            return False
+    try:
+        return all(h == "localhost" or ipaddress.ip_address(h).is_loopback for h in hosts)
+    except ValueError:
+        return False
 
 
 def _print(obj: dict[str, Any]) -> None:
@@ -77,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.grpc and not args.mqtt and not args.http:
         raise UsageError("collector: give --grpc ADDR, --mqtt URL and/or --http ADDR, or nothing runs")
+    tls = _tls(args)
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger("dropline").setLevel(logging.INFO)  # a server says where it listens
     from cloud.collector import POSTGRES_SCHEMES, open_store
@@ -113,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             ingest=ingest,
             http_addr=args.http,
             manifests=args.manifests,
+            tls=tls,
         )
     except ValueError as exc:
         store.close()
