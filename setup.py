@@ -14,6 +14,7 @@ CYTHON_MODULES = [
     "firmware_bridge/gps/nmea_fields.py",
     "protocols/wire.py",
     "protocols/track_codec.py",
+    "agent/resequencer.py",
 ]
 
 

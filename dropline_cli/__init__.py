@@ -72,6 +72,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "geofence enter/exit/dwell events of a trace against GeoJSON fences",
         "dropline geofence --fences fences.geojson examples/munich-drive.jsonl",
     ),
+    ("resequence",): (
+        "dropline_cli.resequence",
+        "best visiting order for a TSPTW instance within a time limit (the van's resequencer)",
+        "dropline resequence tests/data/tsptw/dumas/n20w20.001.txt --time-limit 0.1 --seed 1",
+    ),
     ("token", "create"): (
         "dropline_cli.token",
         "create an API token (read or admin) for the collector's HTTP API",
