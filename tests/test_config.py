@@ -124,7 +124,8 @@ def write(folder: Path, sections: dict[str, dict[str, Any]], raw_extra: str = ""
 def config_with(tmp: Path, dotted: str, literal: str) -> Path:
     """A valid file, except ``dotted`` = ``literal`` (a TOML literal, so nan and inf can be written)."""
     section, key = dotted.split(".")
-    base = "\n".join(line for line in SECTION_BASE.get(section, "").splitlines() if not line.startswith(f"{key} ="))
+    lines = SECTION_BASE.get(section, "").splitlines()
+    base = "\n".join(line for line in lines if not line.startswith(f"{key} ="))
     bodies = {"vehicle": SECTION_BASE["vehicle"], section: base}
     text = "".join(
         f"[{s}]\n{b}\n" + (f"{key} = {literal}\n" if s == section else "") for s, b in bodies.items()
