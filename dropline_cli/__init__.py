@@ -67,6 +67,12 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "check a signed document against trusted public keys",
         "dropline config verify agent.toml.signed --pub fleet.key.pub",
     ),
+    ("config", "push"): (
+        "dropline_cli.config_cmd",
+        "publish a signed document retained to vans' documents topics (a collector's certificate)",
+        "dropline config push agent.toml.signed --vehicle van-7 --mqtt mqtt://broker:8883 "
+        "--tls-ca pki/ca.pem --tls-cert pki/collectors/main.pem --tls-key pki/collectors/main.key",
+    ),
     ("geofence",): (
         "dropline_cli.geofence",
         "geofence enter/exit/dwell events of a trace against GeoJSON fences",

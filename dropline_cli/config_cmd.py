@@ -2,13 +2,14 @@
 
 ``keygen`` writes a fleet engineer's ed25519 key pair; ``sign`` wraps a file in an envelope bound
 to one vehicle (or a fleet), a version, an expiry and a kind; ``verify`` checks one against the
-public keys a van trusts and prints what it holds; ``push`` hands a signed envelope to the
-collector's store for delivery (MQTT retained, gRPC downlink).
+public keys a van trusts and prints what it holds; ``push`` publishes one retained on each named
+van's documents topic, with a collector's certificate (the broker lets only collectors write there).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--pub", required=True, action="append", type=Path, help="trusted key (repeat)")
         parser.add_argument("--threshold", type=int, default=1, help="distinct keys that must sign")
         parser.add_argument("--body", type=Path, help="write the verified body here")
+    elif action == "push":
+        parser.add_argument("file", type=Path, metavar="FILE", help="a signed envelope")
+        parser.add_argument("--mqtt", required=True, metavar="URL", help="the fleet's broker")
+        parser.add_argument("--vehicle", required=True, action="append", help="deliver to this van (repeat)")
+        parser.add_argument("--tls-ca", required=True, metavar="PEM", help="CA of the broker's certificate")
+        parser.add_argument("--tls-cert", required=True, metavar="PEM", help="a collector's certificate")
+        parser.add_argument("--tls-key", required=True, metavar="PEM", help="its private key")
 
 
 def _read(path: Path) -> bytes:
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return _keygen(Path(args.out))
     if action == "sign":
         return _sign(args)
+    if action == "push":
+        return _push(args)
     return _verify(args)
 
 
@@ -146,4 +156,43 @@ def _verify(args: argparse.Namespace) -> int:
             "bytes": len(doc.body),
         }
     )
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    """Publish the envelope retained on each van's documents topic, with a collector's
+    certificate (the broker's ACL lets only collectors write there). Each van checks it itself."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from protocols import topics
+    from protocols.mqtt_url import parse_mqtt_url
+    from protocols.tls import TlsFiles
+
+    data = _read(args.file)
+    try:
+        kind = json.loads(base64.b64decode(json.loads(data)["signed"]))["kind"]
+        target = parse_mqtt_url(args.mqtt)
+        names = [topics.topic(v, topics.DOCUMENTS) for v in args.vehicle]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{args.file}: not a signed envelope, or a bad --mqtt/--vehicle ({exc})") from None
+    tls = TlsFiles(Path(args.tls_ca), Path(args.tls_cert), Path(args.tls_key))
+    tls.read()
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
+    payload = pb.Document(kind=kind, envelope=data).SerializeToString()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.cert), keyfile=str(tls.key))
+    try:
+        client.connect(target.host, target.port)
+    except OSError as exc:
+        raise UsageError(f"--mqtt {args.mqtt}: {exc}") from None
+    client.loop_start()
+    try:
+        for name in names:
+            client.publish(name, payload, qos=1, retain=True).wait_for_publish(30)
+            _print({"published": name, "kind": kind, "bytes": len(data)})
+    finally:
+        client.disconnect()
+        client.loop_stop()
     return 0
