@@ -72,6 +72,7 @@ path = "{tmp / "outbox.db"}"
 [uplink]
 transport = "grpc"
 target = "127.0.0.1:{port}"
+insecure_local_test = true
 
 [gps]
 driver = "nmea-file"
