@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     config = AgentConfig(
         vehicle=VehicleConfig(id="demo-van-1"),
         outbox=OutboxConfig(path=work / "outbox.db"),
-        uplink=UplinkConfig(transport="grpc", target=addr),
+        uplink=UplinkConfig(transport="grpc", target=addr, insecure_local_test=True),
         gps=GpsConfig(driver="trace-file", path=TRACE, replay_interval_s=0.001),
         can=CanConfig(
             driver="can-log",
