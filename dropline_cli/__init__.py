@@ -30,6 +30,21 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "dropline decode can --dbc tests/data/can/kona_ev/pcan.dbc --map kona_ev "
         "tests/data/can/kona_ev/logs/bms_bench_2021_64kwh_idle.asc",
     ),
+    ("compact", "encode"): (
+        "dropline_cli.compact",
+        "a trace to error-bounded compacted track blobs",
+        "dropline compact encode examples/munich-drive.jsonl --max-error-m 5 -o drive.trk",
+    ),
+    ("compact", "decode"): (
+        "dropline_cli.compact",
+        "compacted track blobs to JSON lines time, lat, lon",
+        "dropline compact decode drive.trk",
+    ),
+    ("compact", "stats"): (
+        "dropline_cli.compact",
+        "bytes per fix of a trace at a bound and batch length",
+        "dropline compact stats examples/munich-drive.jsonl --max-error-m 5 --batch-s 60 --json",
+    ),
     ("decode", "scan"): (
         "dropline_cli.decode_scan",
         "barcode scanner lines to scans (SSCC, GTIN, GS1, courier tracking)",
