@@ -7,8 +7,8 @@ set -euo pipefail
 want=(python3 python3-venv python3-dev gcc)
 need_cmds=(python3 gcc)
 if [ "${1:-}" = "test" ]; then
-  want+=(mosquitto gpsd gpsd-tools gpsd-clients python3-gps socat strace postgresql systemd)
-  need_cmds+=(mosquitto gpsd gpsfake socat strace systemd-analyze)
+  want+=(mosquitto gpsd gpsd-tools gpsd-clients python3-gps socat strace postgresql systemd chromium chromium-driver)
+  need_cmds+=(mosquitto gpsd gpsfake socat strace systemd-analyze chromium chromedriver)
 fi
 missing=0
 for c in "${need_cmds[@]}"; do command -v "$c" >/dev/null 2>&1 || missing=1; done

@@ -35,8 +35,15 @@ class Tower:
             "vehicle": "van-1",
             "depot": {"id": "depot-north", "lat": 48.1, "lon": 11.4, "radius_m": 100},
             "stops": [
-                {"id": s, "lat": 48.15, "lon": 11.5, "radius_m": 40, "service_s": 60, "parcels": [],
-                 "window": ["2014-09-10T05:00:00Z", "2014-09-10T05:30:00Z"]}
+                {
+                    "id": s,
+                    "lat": 48.15,
+                    "lon": 11.5,
+                    "radius_m": 40,
+                    "service_s": 60,
+                    "parcels": [],
+                    "window": ["2014-09-10T05:00:00Z", "2014-09-10T05:30:00Z"],
+                }
                 for s in ("S1", "S2", "S3", "S4", "S5")
             ],
         }
@@ -64,7 +71,9 @@ class Tower:
         headers = {}
         if token is not None:
             headers["Authorization"] = f"Bearer {getattr(self, token, token)}"
-        with urllib.request.urlopen(urllib.request.Request(self.base + path, headers=headers), timeout=10) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(self.base + path, headers=headers), timeout=10
+        ) as r:
             body = r.read()
             return body if raw else json.loads(body)
 
@@ -72,7 +81,10 @@ class Tower:
         request = urllib.request.Request(
             self.base + path,
             data=json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {getattr(self, token, token)}", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"Bearer {getattr(self, token, token)}",
+                "Content-Type": "application/json",
+            },
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=10) as r:
@@ -102,7 +114,9 @@ def test_tokens_are_required_and_roles_enforced(tower: Tower) -> None:
     assert status(lambda: tower.get("/api/v1/vehicles", token="Bearer")) == 401
     assert status(lambda: tower.get("/api/v1/events", token=None)) == 401
     assert tower.get("/api/v1/vehicles") == []
-    assert status(lambda: tower.post("/api/v1/shares", {"stop": "S1", "vehicle": "van-1"}, token="read")) == 403
+    assert (
+        status(lambda: tower.post("/api/v1/shares", {"stop": "S1", "vehicle": "van-1"}, token="read")) == 403
+    )
     # only the hash is stored: the token itself appears nowhere in the file
     assert tower.read.encode() not in tower.db.read_bytes()
 
@@ -130,7 +144,9 @@ def test_vehicles_track_and_exceptions_follow_the_records(tower: Tower) -> None:
     assert "soc" not in two and two["open_exceptions"] == []
 
     track = tower.get(f"/api/v1/vehicles/van-1/track?from={iso_time(T0 + 2)}&to={iso_time(T0 + 4)}")
-    assert track == [{"time": iso_time(f.time), "lat": round(f.lat, 7), "lon": round(f.lon, 7)} for f in fixes[2:5]]
+    assert track == [
+        {"time": iso_time(f.time), "lat": round(f.lat, 7), "lon": round(f.lon, 7)} for f in fixes[2:5]
+    ]
     assert len(tower.get("/api/v1/vehicles/van-1/track")) == 10
     assert status(lambda: tower.get("/api/v1/vehicles/van-1/track?from=yesterday")) == 400
 
@@ -216,7 +232,9 @@ def test_openapi_describes_every_route(tower: Tower) -> None:
 
 def test_tracking_link_shows_one_stop_and_nothing_when_wrong_or_expired(tower: Tower) -> None:
     tower.send("van-1", Fix(T0, 3, 48.2, 11.6))
-    tower.send("van-1", Eta(T0 + 1, "m1", ("S1", "S2", "S3", "S4", "S5"), tuple(T0 + 60 * i for i in range(1, 6))))
+    tower.send(
+        "van-1", Eta(T0 + 1, "m1", ("S1", "S2", "S3", "S4", "S5"), tuple(T0 + 60 * i for i in range(1, 6)))
+    )
     near = tower.post("/api/v1/shares", {"stop": "S3"})  # vehicle found from the manifest
     far = tower.post("/api/v1/shares", {"stop": "S5", "vehicle": "van-1"})
     assert near["vehicle"] == "van-1" and len(near["token"]) >= 32

@@ -101,6 +101,7 @@ function refresh(what) {
     const todo = [...pending]; pending.clear(); timer = null;
     const jobs = { vans: loadVans, exceptions: loadExceptions, day: loadDay, kpis: loadKpis };
     for (const w of todo) { try { await jobs[w](); } catch (e) { console.warn(e); } }
+    $("live").dataset.synced = String(Date.now()); // the views match the store as of this moment
   }, 300);
 }
 
