@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS records (
     body    BLOB NOT NULL,          -- the serialised dropline.v1.Record, as the van sent it
     PRIMARY KEY (vehicle, seq)
 ) WITHOUT ROWID;
+-- The control tower reads a van's records of one kind over a time range (tracks, alerts).
+CREATE INDEX IF NOT EXISTS records_by_time ON records (vehicle, kind, time_ms);
 CREATE TABLE IF NOT EXISTS spans (  -- merged seq ranges per vehicle: 's' held, 'x' explained by
     vehicle TEXT NOT NULL,          -- gaps, 'q' quarantined
     what    TEXT NOT NULL,
