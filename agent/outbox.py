@@ -13,10 +13,13 @@ Guarantees a caller may rely on:
   wait in memory, bounded, and ``tick`` retries; the ``outbox_locked`` / ``outbox_disk_full`` /
   ``outbox_unwritable`` alert is committed once writing works again.
 * Only committed records are handed to the uplink, as a ``Transaction`` (``batch``). A seq is
-  in at most one open transaction. ``accept`` marks what the collector holds (stored, or
-  quarantined with a reason: acked either way, never offered again); everything else of the
-  transaction, and everything of a released one, is offered again. Acked rows are kept as local
-  history (up to ``retain_acked`` rows) and are the first to go when space is needed.
+  in at most one open transaction. Bulk records (``BULK_KINDS``: photo and signature chunks)
+  form a second upload class: a batch takes them only after every other sendable record, so a
+  backlog of photos never delays the live position; they are sent oldest first. ``accept``
+  marks what the collector holds (stored, or quarantined with a reason: acked either way, never
+  offered again); everything else of the transaction, and everything of a released one, is
+  offered again. Acked rows are kept as local history (up to ``retain_acked`` rows) and are
+  the first to go when space is needed.
 * Over the disk budget, or when the filesystem itself is full, acked rows go first, then the
   oldest unacked telemetry, each run of evicted telemetry reported by a ``Gap`` record. Priority
   records are never evicted. A small reserve file (``<path>.reserve``) keeps room for the
@@ -76,6 +79,11 @@ ACKED_STORED = 1
 ACKED_QUARANTINED = 2
 """``acked`` values: 0 waiting, 1 stored by the collector, 2 quarantined by it (kept here for
 inspection, never offered again)."""
+
+BULK_KINDS = ("blob_chunk",)
+"""Kinds uploaded after everything else (large, not urgent); still priority: fsync'd, never evicted."""
+_NOT_BULK = f"kind NOT IN ({','.join(repr(k) for k in BULK_KINDS)})"
+_BULK = f"kind IN ({','.join(repr(k) for k in BULK_KINDS)})"
 
 _MIGRATE_STEP = 2000
 _EVICT_STEP = 500
@@ -159,12 +167,13 @@ class Transaction:
     it is open none of its seqs is handed out again. Both methods are safe to call late or twice.
     """
 
-    __slots__ = ("_outbox", "_seqs", "open", "records")
+    __slots__ = ("_bulk", "_outbox", "_seqs", "open", "records")
 
     def __init__(self, outbox: Outbox, records: list[Stored]) -> None:
         self.records = records
         self._outbox = outbox
         self._seqs = sorted(r.seq for r in records)
+        self._bulk = frozenset(r.seq for r in records if r.kind in BULK_KINDS)
         self.open = True
 
     def accept(
@@ -279,6 +288,9 @@ class Outbox:
         self._started = False
         self._sent_lo = self._sent_hi = 0
         self._reoffer: set[int] = set()
+        # Bulk rows have their own cursor (always oldest first) and their own released set.
+        self._bulk_hi = 0
+        self._reoffer_bulk: set[int] = set()
         self._open_tx: set[Transaction] = set()
         self._keep_reserve()
 
@@ -715,36 +727,50 @@ class Outbox:
 
         Released records come first. Then oldest-first walks up from the oldest record;
         newest-first sends whatever arrived since the last batch first, then walks the backlog
-        downwards: live position before history."""
+        downwards: live position before history. Bulk records (``BULK_KINDS``) fill only the
+        room left after all that: released ones first, then oldest first."""
         with self._lock:
             if not self._started:  # the band [lo, hi] of handed-out seqs starts empty at one end
                 top = self._db.execute("SELECT max(seq) FROM records").fetchone()[0] or 0
                 self._sent_hi, self._sent_lo = (top, top + 1) if self.newest_first else (0, 1)
+                self._bulk_hi = 0
                 self._started = True
-            rows = self._take_reoffered(max_records)
+            rows = self._take_reoffered(self._reoffer, max_records)
             reoffered = len(rows)
             if len(rows) < max_records:
                 limit = max_records - len(rows)
-                fresh = self._select("seq > ? AND acked = 0 ORDER BY seq", self._sent_hi, limit)
+                live = f"acked = 0 AND {_NOT_BULK} ORDER BY seq"
+                fresh = self._select(f"seq > ? AND {live}", self._sent_hi, limit)
                 if not fresh and self.newest_first:
-                    fresh = self._select("seq < ? AND acked = 0 ORDER BY seq DESC", self._sent_lo, limit)
+                    fresh = self._select(f"seq < ? AND {live} DESC", self._sent_lo, limit)
                 rows += fresh
+            normal = len(rows)
+            rows += self._take_reoffered(self._reoffer_bulk, max_records - len(rows))
+            bulk_reoffered = len(rows)
+            if len(rows) < max_records:
+                rows += self._select(
+                    f"seq > ? AND acked = 0 AND {_BULK} ORDER BY seq", self._bulk_hi, max_records - len(rows)
+                )
             capped = _cap_bytes(rows, max_bytes)
-            self._reoffer.update(r.seq for r in rows[len(capped) : reoffered])
-            rows = capped
-            for r in rows[reoffered:]:
+            kept = len(capped)  # what does not fit goes back to where it came from
+            self._reoffer.update(r.seq for r in rows[kept:reoffered])
+            self._reoffer_bulk.update(r.seq for r in rows[max(kept, normal) : bulk_reoffered])
+            for r in rows[reoffered : min(kept, normal)]:
                 self._sent_hi = max(self._sent_hi, r.seq)
                 self._sent_lo = min(self._sent_lo, r.seq)
+            for r in rows[bulk_reoffered:kept]:
+                self._bulk_hi = max(self._bulk_hi, r.seq)
+            rows = capped
             if not rows:
                 return None
             tx = Transaction(self, rows)
             self._open_tx.add(tx)
             return tx
 
-    def _take_reoffered(self, limit: int) -> list[Stored]:
-        if not self._reoffer:
+    def _take_reoffered(self, reoffer: set[int], limit: int) -> list[Stored]:
+        if not reoffer or limit <= 0:
             return []
-        ordered = sorted(self._reoffer, reverse=self.newest_first)
+        ordered = sorted(reoffer, reverse=self.newest_first and reoffer is self._reoffer)
         out: list[Stored] = []
         taken = 0
         while taken < len(ordered) and len(out) < limit:
@@ -758,7 +784,7 @@ class Outbox:
                 )
             }
             out += [found[s] for s in chunk if s in found]
-        self._reoffer.difference_update(ordered[:taken])
+        reoffer.difference_update(ordered[:taken])
         return out
 
     def _select(self, where: str, bound: int, limit: int) -> list[Stored]:
@@ -773,6 +799,7 @@ class Outbox:
             self.stats.released += len(self._open_tx)
             self._open_tx.clear()
             self._reoffer.clear()
+            self._reoffer_bulk.clear()
             self._started = False
 
     def _release(self, tx: Transaction, seqs: Iterable[int] | None = None) -> None:
@@ -781,7 +808,8 @@ class Outbox:
                 return
             tx.open = False
             self._open_tx.discard(tx)
-            self._reoffer.update(tx._seqs if seqs is None else seqs)
+            for s in tx._seqs if seqs is None else seqs:
+                (self._reoffer_bulk if s in tx._bulk else self._reoffer).add(s)
             self.stats.released += 1
 
     def _accept(
