@@ -18,7 +18,7 @@ processes, with SQLite and with PostgreSQL, against the usual approach in the sa
 * The usual approach (Traccar's default path: one row per position, one INSERT and one commit
   each) into the same kind of database, on ``--usual`` fixes, and the ratio.
 
-Run: ``.venv/bin/python bench/ingest.py [--vans 200] [--batch 1000] [--batches 3] [--collectors 2]``
+Run: ``.venv/bin/python bench/ingest.py [--vans 200] [--batch 1000] [--batches 3] [--collectors 4]``
 """
 
 from __future__ import annotations
@@ -383,7 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=3, help="batches per van, throughput phase")
     parser.add_argument("--paced-batches", type=int, default=2, help="batches per van, latency phase")
     parser.add_argument("--window", type=int, default=2, help="unacknowledged batches per van")
-    parser.add_argument("--collectors", type=int, default=2)
+    parser.add_argument(
+        "--collectors",
+        type=int,
+        default=4,
+        help="collector processes; each stores one batch at a time and idles while its commit is "
+        "fsync'd, so two per core keep the cores busy",
+    )
     parser.add_argument("--load", type=float, default=0.5, help="latency phase load, share of throughput")
     parser.add_argument("--usual", type=int, default=3000, help="fixes for the one-row-at-a-time peer")
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
