@@ -1,1 +1,2 @@
-"""The collector: gRPC and MQTT ingest into one idempotent store, and what it exports."""
+"""The collector: gRPC and MQTT ingest judging every record into one idempotent store (SQLite or
+PostgreSQL), and the control tower over it (HTTP API, pages, tracking links, webhooks)."""

@@ -1,1 +1,2 @@
-"""Wire formats: the protobuf schema, the batch framing and the MQTT topic scheme."""
+"""The shared vocabulary, the bottom layer: record types, reject counters, one exception tree,
+the wire (protobuf schema, batch segments, the compacted track), signed envelopes, MQTT topics."""
