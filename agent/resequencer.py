@@ -36,6 +36,10 @@ import cython
 
 _MASK = 0xFFFFFFFFFFFFFFFF
 _EPS: cython.double = 1e-9
+# Record-to-record acceptance: a feasible local optimum up to this fraction above the best becomes
+# the next starting point; after _RESTART perturbations without a new best, restart from the best.
+_ACCEPT: cython.double = 0.004
+_RESTART: cython.int = 60
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,7 @@ class _Search:
     route: cython.long[::1]
     scratch: cython.long[::1]
     best: cython.long[::1]
+    current: cython.long[::1]
     pd: cython.double[::1]
     pt: cython.double[::1]
     pe: cython.double[::1]
@@ -377,6 +382,7 @@ class _Search:
         self.route = array("l", bytes(8 * size))
         self.scratch = array("l", bytes(8 * size))
         self.best = array("l", bytes(8 * size))
+        self.current = array("l", bytes(8 * size))
         self.pd, self.pt, self.pe, self.pl, self.pc = (array("d", bytes(8 * size)) for _ in range(5))
         self.sd, self.st, self.se, self.sl, self.sc = (array("d", bytes(8 * size)) for _ in range(5))
         longest = max(dist) if n > 0 else 1.0
@@ -859,11 +865,13 @@ class _Search:
         self.history.append((clock(), best_c if best_t <= _EPS else float("inf")))
         strength: cython.int = 1
         limit: cython.int = 8 if m > 8 else m
+        stale: cython.int = 0
+        self.current[:] = self.best
         while budget < 0 or self.iterations < budget:
             if self._time_up() or m < 2:
                 break
             self.iterations += 1
-            self.route[:] = self.best
+            self.route[:] = self.current
             self._perturb(strength)
             self._summarise()
             self._descend()
@@ -874,10 +882,18 @@ class _Search:
                 best_t = late
                 best_c = self.pc[m + 1]
                 self.best[:] = self.route
+                self.current[:] = self.route
                 self.history.append((clock(), best_c if best_t <= _EPS else float("inf")))
                 strength = 1
+                stale = 0
             else:
                 strength = strength + 1 if strength < limit else 1
+                stale += 1
+                if late <= _EPS and best_t <= _EPS and self.pc[m + 1] <= best_c * (1.0 + _ACCEPT):
+                    self.current[:] = self.route
+                if stale >= _RESTART:
+                    self.current[:] = self.best
+                    stale = 0
             if best_t > _EPS and self.weight < 1e12:
                 self.weight *= 1.1
         self.route[:] = self.best
