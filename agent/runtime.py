@@ -7,12 +7,15 @@ puts every reading on GNSS time (``agent/timebase.py``), holds it in a reorder w
 ``REORDER_S`` seconds of corrected time (``agent/reorder.py``) and releases it to the core in
 event-time order. Once a second it injects a ``Tick`` at the window's horizon on the corrected
 clock, so timers ("GPS lost") fire when nothing arrives; before the first fix there is no
-corrected clock and no tick. Effects the core asks for run on a worker (``agent/effects.py``);
-their results, downlink documents and driver restarts come back as events like readings.
+corrected clock and no tick. Ticks (one per GNSS second) and the window follow GNSS time at its
+measured rate, so a simulated day played faster than real time gives the core the same events as
+at real speed. Effects the core asks for run on a worker (``agent/effects.py``); their results,
+downlink documents and driver restarts come back as events like readings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import queue
@@ -20,21 +23,26 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import sources
 from agent.config import AgentConfig, UplinkConfig
-from agent.core import Core
+from agent.core import Core, default_stages
 from agent.effects import EffectRunner, Handler
-from agent.events import CoreEvent, Document, DriverRestarted
+from agent.events import CoreEvent, Document, DriverRestarted, EffectResult
 from agent.outbox import Outbox
+from agent.photos import PhotoIntake
 from agent.reorder import ReorderWindow
+from agent.stages.geofence import GeofenceStage
 from agent.systemd import Notifier
 from agent.timebase import Arrival, Clock, TimeBase
 from agent.uplink import Backoff, Transport, Uplink
 from protocols.errors import ConfigError
 from protocols.records import Tick
 from protocols.tls import TlsFiles
+
+if TYPE_CHECKING:
+    from agent.stages.documents import DocumentStage
 
 log = logging.getLogger("dropline.agent")
 
@@ -103,13 +111,21 @@ class Agent:
             newest_first=config.uplink.order == "newest-first",
             wall_clock=wall_clock,
         )
-        self.core = core if core is not None else Core()
+        self.core = (
+            core
+            if core is not None
+            else Core(default_stages(route=config.route, compaction=config.compaction))
+        )
+        route = config.route
+        self._manifest = route.manifest.read_bytes() if route.manifest != Path("") else None
+        """The ``[route] manifest`` file, until it enters the core with the first released event."""
         self.inbox: queue.Queue[tuple[CoreEvent, Clock, Arrival]] = queue.Queue(maxsize=10_000)
         self.timebase: TimeBase[CoreEvent] = TimeBase()
         self.window: ReorderWindow[CoreEvent] = ReorderWindow(REORDER_S)
         self.sources = sources.build_sources(config)
         self.drivers = [source.driver() for source in self.sources]
         handlers = dict(effect_handlers or {})
+        self.document_stage: DocumentStage | None = None
         if config.documents.trusted_keys:  # cryptography is loaded only then
             from agent.documents import APPLY, DocumentStore, load_trust
             from agent.stages.documents import DocumentStage
@@ -117,8 +133,21 @@ class Agent:
             store = DocumentStore(ob.path.parent / "documents")
             trust = load_trust(Path(config.documents.trusted_keys), 1)
             vehicle = config.vehicle.id
-            self.core.stages.append(DocumentStage(trust, vehicle, config.documents.fleet, store.highest()))
+            stages = self.core.stages
+            geofence = next((s for s in stages if isinstance(s, GeofenceStage)), None)
+            self.document_stage = DocumentStage(
+                trust, vehicle, config.documents.fleet, store.highest(), geofence=geofence
+            )
+            # before the geofence stage: an applied manifest is in force for the same event
+            at = stages.index(geofence) if geofence is not None else len(stages)
+            stages.insert(at, self.document_stage)
             handlers[APPLY] = store.handle_effect
+        self.photos = (
+            PhotoIntake(config.photos, self.outbox, wall_clock)
+            if config.photos.inbox != Path("") or config.photos.listen
+            else None
+        )
+        """Photos and signatures from the handheld, straight into the outbox (not via the core)."""
         self.effects = EffectRunner(handlers, lambda r: self._arrive(Clock.ARRIVAL, r))
         factory = transport_factory(config)
         up = config.uplink
@@ -149,6 +178,8 @@ class Agent:
             driver.on_restart = self._driver_restarted
             driver.start(functools.partial(self._arrive, source.clock))
         self.effects.start()
+        if self.photos:
+            self.photos.start()
         if self.uplink:
             self.uplink.start()
         log.info(
@@ -158,7 +189,8 @@ class Agent:
             self.config.uplink.transport,
         )
         self.notifier.notify("READY=1")
-        next_tick = next_watchdog = self._mono() + 1.0
+        next_watchdog = self._mono() + 1.0
+        next_tick_gnss = float("-inf")  # a tick each GNSS second
         try:
             while not self.stop_requested.is_set():
                 try:
@@ -170,11 +202,14 @@ class Agent:
                 mono = self._mono()
                 now = self.timebase.now(mono)
                 if now is not None:
+                    # REORDER_S is drivers' latency, host seconds: on GNSS time it is scaled by
+                    # the rate (1 on a van, the scale in a faster-than-real-time simulation).
+                    self.window.window_s = REORDER_S * self.timebase.rate
                     for event in self.window.release(now):
                         self._handle(event)
-                    if mono >= next_tick:
-                        self._handle(Tick(now - REORDER_S))
-                        next_tick = mono + 1.0
+                    if now >= next_tick_gnss or now < next_tick_gnss - 2.0:  # due, or time went back
+                        self._handle(Tick(now - self.window.window_s))
+                        next_tick_gnss = now + 1.0
                 self.outbox.tick()
                 if self.notifier.watchdog_s is not None and mono >= next_watchdog:
                     self.notifier.notify("WATCHDOG=1")  # the loop turns: events flow, outbox commits
@@ -183,8 +218,11 @@ class Agent:
             self.shutdown()
 
     def submit_document(self, kind: str, body: bytes) -> None:
-        """A downlink document received (any thread): it reaches the core as an event."""
-        self._arrive(Clock.ARRIVAL, Document(0.0, kind, body))
+        """A downlink document (a signed envelope) received, on any thread: it reaches the core as
+        an event (``agent.stages.documents.downlink``), never the geofence stage unchecked."""
+        from agent.stages.documents import downlink
+
+        self._arrive(Clock.ARRIVAL, downlink(kind, body))
 
     def _arrive(self, clock: Clock, event: CoreEvent) -> None:
         self.inbox.put((event, clock, Arrival(self._mono(), self._clock())))
@@ -193,7 +231,28 @@ class Agent:
         self._arrive(Clock.ARRIVAL, DriverRestarted(0.0, name, f"{type(exc).__name__}: {exc}", restarts))
 
     def _place(self, item: tuple[CoreEvent, Clock, Arrival]) -> None:
-        for event in self.timebase.place(*item):
+        event, clock, arrival = item
+        if isinstance(event, Document | EffectResult):  # not readings: no wait for the first fix
+            event = dataclasses.replace(event, time=self.timebase.best_now(arrival))
+            if self.timebase.offset is None:  # nothing is in the window yet: straight in
+                self._manifest_file(event.time)
+                self._handle(event)
+            else:  # on the corrected clock: in order with the readings around it
+                self._release([event])
+            return
+        self._release(self.timebase.place(event, clock, arrival))
+
+    def _manifest_file(self, t: float) -> None:
+        """The ``[route] manifest`` file enters the core once, before anything else, at ``t``."""
+        if self._manifest is not None:
+            self._handle(Document(t, "manifest", self._manifest))
+            self._manifest = None
+
+    def _release(self, events: list[CoreEvent]) -> None:
+        """Events on corrected time into the reorder window (the manifest file first)."""
+        if events:
+            self._manifest_file(min(e.time for e in events))
+        for event in events:
             for early in self.window.push(event):
                 self._handle(early)
 
@@ -211,14 +270,15 @@ class Agent:
         self.notifier.notify("STOPPING=1")
         for driver in self.drivers:
             driver.stop()
+        if self.photos:
+            self.photos.stop()
         self.effects.stop()
         while True:
             try:
                 self._place(self.inbox.get_nowait())
             except queue.Empty:
                 break
-        for event in self.timebase.flush(self._clock() - self._mono()):
-            self.window.push(event)
+        self._release(self.timebase.flush(self._clock() - self._mono()))
         for event in self.window.drain():
             self._handle(event)
         self.outbox.flush()
@@ -232,6 +292,8 @@ class Agent:
             "late_events": self.window.late,
             "timebase": {
                 "offset": self.timebase.offset,
+                "rate": self.timebase.rate,
+                "refused_rates": self.timebase.refused_rates,
                 "suspect_stamps": self.timebase.suspect_stamps,
                 "dropped_unsynced": self.timebase.dropped_unsynced,
             },
@@ -239,4 +301,5 @@ class Agent:
             "uplink": vars(self.uplink.stats) if self.uplink else None,
             "rejects": {d.name: d.rejects.as_dict() for d in self.drivers},
             "restarts": {d.name: d.restarts for d in self.drivers},
+            "documents": self.document_stage.in_force if self.document_stage else None,
         }

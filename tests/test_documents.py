@@ -13,10 +13,11 @@ from agent.documents import APPLY, DocumentStore, load_trust
 from agent.effects import EffectRunner
 from agent.events import Document, EffectResult
 from agent.stages.base import VehicleState
-from agent.stages.documents import DocumentStage
+from agent.stages.documents import SIGNED, DocumentStage
 from protocols import envelope
 from protocols.records import DocumentStatus, parse_iso_time
 
+ROUTE_MANIFEST = Path(__file__).parent / "cases" / "route-day" / "manifest.json"
 FLEET_KEY, NEXT_KEY, STRANGER = (Ed25519PrivateKey.generate() for _ in range(3))
 NOW = parse_iso_time("2026-06-01T08:00:00Z")
 EXPIRES = parse_iso_time("2026-07-01T00:00:00Z")
@@ -46,7 +47,7 @@ class Van:
         self.state = VehicleState()
 
     def receive(self, data: bytes, at: float = NOW, kind: str = "config") -> DocumentStatus:
-        out = self.stage.handle(Document(at, kind, data), self.state)
+        out = self.stage.handle(Document(at, SIGNED + kind, data), self.state)
         if out.records:
             (status,) = out.records
             assert isinstance(status, DocumentStatus) and not out.effects
@@ -112,11 +113,15 @@ def test_refused_with_reason_and_old_document_kept(
 def test_fleet_documents_and_manifests(tmp_path: Path, pem: Path) -> None:
     van = Van(tmp_path / "docs", pem)
     assert van.receive(signed(1, vehicle=None, fleet="north")).applied
-    manifest = json.dumps({"manifest_id": "m1", "vehicle": "van-7", "stops": []}).encode()
-    assert van.receive(signed(1, kind="manifest", body=manifest), kind="manifest").applied
-    other = json.dumps({"manifest_id": "m2", "vehicle": "van-8"}).encode()
+    route = json.loads(ROUTE_MANIFEST.read_text()) | {"vehicle": "van-7"}
+    assert van.receive(signed(1, kind="manifest", body=json.dumps(route).encode()), kind="manifest").applied
+    other = json.dumps(route | {"vehicle": "van-8"}).encode()
     status = van.receive(signed(2, kind="manifest", body=other), kind="manifest")
     assert status.reason.startswith("schema")
+    # signed, for this van, a JSON object, but no manifest by its schema (no depot, no stops)
+    bare = json.dumps({"manifest_id": "m1", "vehicle": "van-7"}).encode()
+    status = van.receive(signed(3, kind="manifest", body=bare), kind="manifest")
+    assert status.reason.startswith("schema") and not status.applied
 
 
 def test_expiry_is_judged_on_event_time_not_the_wall_clock(tmp_path: Path, pem: Path) -> None:
@@ -161,8 +166,8 @@ def test_a_failed_write_keeps_the_old_document_and_the_bar(tmp_path: Path, pem: 
 def test_a_second_copy_in_flight_is_a_replay(tmp_path: Path, pem: Path) -> None:
     van = Van(tmp_path / "docs", pem)
     data = signed(4)
-    first = van.stage.handle(Document(NOW, "config", data), van.state)
-    second = van.stage.handle(Document(NOW, "config", data), van.state)
+    first = van.stage.handle(Document(NOW, SIGNED + "config", data), van.state)
+    second = van.stage.handle(Document(NOW, SIGNED + "config", data), van.state)
     assert len(first.effects) == 1
     (status,) = second.records
     assert isinstance(status, DocumentStatus) and status.reason.startswith("old_version")

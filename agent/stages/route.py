@@ -111,8 +111,12 @@ class RouteStage:
 
     def _new_manifest(self, out: list[Record], t: float, manifest: Manifest) -> None:
         if self._manifest is not None and manifest.manifest_id == self._manifest.manifest_id:
+            # a revision of the same route: progress carries over, stops it dropped are forgotten
             self._manifest = manifest
             self._stops = {s.id: s for s in manifest.stops}
+            for gone in [stop for stop in self._visits if stop not in self._stops]:
+                del self._visits[gone]
+                self._open.pop(("extended_dwell", gone), None)
             return
         self._manifest = manifest
         self._stops = {s.id: s for s in manifest.stops}
