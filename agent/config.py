@@ -206,6 +206,21 @@ class CompactionConfig:
 
 
 @dataclass(frozen=True)
+class PhotosConfig:
+    inbox: Path = setting(
+        Path(""), "folder the handheld drops photos/signatures into (STOP__PARCEL.jpg); empty = off"
+    )
+    listen: str = setting("", "loopback host:port of the photo upload endpoint (POST /photos); empty = off")
+    chunk_bytes: int = setting(
+        32 * KIB, "photo bytes per blob_chunk record", "bytes", min=1 * KIB, max=1 * MIB
+    )
+    max_bytes: int = setting(
+        16 * MIB, "largest photo or signature accepted", "bytes", min=1 * KIB, max=256 * MIB
+    )
+    poll_s: float = setting(1.0, "how often the inbox folder is looked at", "s", min=0.05, max=3600.0)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     vehicle: VehicleConfig = setting(doc="the van")
     outbox: OutboxConfig = setting(OutboxConfig(), "store-and-forward buffer")
@@ -216,6 +231,7 @@ class AgentConfig:
     scanner: ScannerConfig | None = setting(None, "barcode scanner; absent = none")
     route: RouteConfig = setting(RouteConfig(), "manifest, geofence and delivery exception thresholds")
     compaction: CompactionConfig = setting(CompactionConfig(), "track simplification and signal deadbands")
+    photos: PhotosConfig = setting(PhotosConfig(), "proof-of-delivery photos and signatures")
 
 
 T = TypeVar("T")
