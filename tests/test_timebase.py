@@ -123,3 +123,80 @@ def test_reorder_window_counts_late_events_and_bounds_its_hold() -> None:
         early += w.push(Tick(t))
     assert early == [Tick(11.0)]  # the fourth push overflows: the earliest of all four leaves
     assert w.drain() == [Tick(12.0), Tick(13.0), Tick(14.0)]
+
+
+def _scaled_day(
+    tb: TimeBase[object], scale: float, latencies: list[float], age: float = 0.002
+) -> list[tuple[float, float]]:
+    """Fixes each GNSS second, played ``scale`` times faster than real time and arriving
+    ``latencies`` (host seconds) late; after each, a CAN frame stamped half a real epoch later on a
+    wall clock a year off, handed over ``age`` later. Returns (true GNSS time, placed time)."""
+    placed: list[tuple[float, float]] = []
+    for k, latency in enumerate(latencies):
+        mono = k / scale
+        tb.place(Fix(GNSS0 + k, 3, 48.0, 11.0), Clock.GNSS, Arrival(mono + latency, 0.0))
+        stamp = mono + 0.5 / scale
+        sig = Signal(BOOT_WALL + stamp, "Vehicle.Speed", float(k))
+        for r in tb.place(sig, Clock.HOST, Arrival(stamp + age, BOOT_WALL + stamp + age)):
+            placed.append((GNSS0 + k + 0.5, r.time))  # type: ignore[attr-defined]
+    return placed
+
+
+def test_a_day_played_twenty_times_faster_is_placed_on_its_own_time() -> None:
+    """Hand-computed truth: at scale 20, half an epoch after fix k is GNSS0 + k + 0.5. A quick fix
+    (1 ms late) now and then keeps the offset honest, as on a van."""
+    tb: TimeBase[object] = TimeBase()
+    rng = random.Random(7)
+    latencies = [0.001 if k % 5 == 0 else rng.uniform(0.001, 0.004) for k in range(200)]
+    placed = _scaled_day(tb, 20.0, latencies)
+    assert abs(tb.rate - 20.0) < 0.5 and tb.refused_rates == 0
+    errors = [abs(p - t) for t, p in placed[20:]]  # once the window holds 16 fixes
+    assert max(errors) < 0.05  # 1 ms of latency is 20 ms of GNSS time at this scale
+    now = tb.now(10.0)
+    assert now is not None and abs(now - (GNSS0 + 200.0)) < 0.1
+
+
+def test_a_real_receiver_has_rate_one_exactly() -> None:
+    """Jitter of a third of an epoch must not turn into a rate: placement is as before rates."""
+    tb: TimeBase[object] = TimeBase()
+    rng = random.Random(3)
+    placed = _scaled_day(tb, 1.0, [rng.uniform(0.0, 0.3) for _ in range(100)])
+    assert tb.rate == 1.0
+    assert all(abs(p - t) <= 0.3 for t, p in placed)
+
+
+def test_absurd_rates_are_refused_and_the_last_good_one_kept() -> None:
+    """A receiver repeating one time (rate 0) says nothing about the clocks: refused, counted."""
+    tb: TimeBase[object] = TimeBase()
+    for k in range(20):
+        tb.place(Fix(GNSS0 + k, 3, 48.0, 11.0), Clock.GNSS, Arrival(k / 10.0, 0.0))
+    assert abs(tb.rate - 10.0) < 1e-6
+    for k in range(20, 60):
+        tb.place(Fix(GNSS0 + 20, 3, 48.0, 11.0), Clock.GNSS, Arrival(k / 10.0, 0.0))
+    assert tb.refused_rates > 0 and abs(tb.rate - 10.0) < 1e-6
+
+
+def test_a_gnss_time_that_goes_back_restarts_the_window() -> None:
+    """A new time line (a day replayed again): readings follow it at once, at the same rate."""
+    tb: TimeBase[object] = TimeBase()
+    for k in range(30):
+        tb.place(Fix(GNSS0 + k, 3, 48.0, 11.0), Clock.GNSS, Arrival(k / 5.0, 0.0))
+    back = GNSS0 - 3600.0
+    tb.place(Fix(back, 3, 48.0, 11.0), Clock.GNSS, Arrival(6.0, 0.0))
+    (scan,) = tb.place(Scan(0.0, "A", "unknown"), Clock.ARRIVAL, Arrival(6.2, 0.0))
+    assert abs(scan.time - (back + 1.0)) < 1e-6  # type: ignore[attr-defined]
+    assert abs(tb.rate - 5.0) < 1e-6
+
+
+@given(
+    st.floats(1.0, 500.0),
+    st.lists(st.floats(0.0, 1.0), min_size=20, max_size=60),
+)
+def test_any_scale_is_recovered_from_jittered_fixes(scale: float, jitter: list[float]) -> None:
+    """Latency up to a tenth of an epoch (host seconds), the first fix quick: readings land
+    within two tenths of an epoch of their true GNSS time, whatever the scale."""
+    tb: TimeBase[object] = TimeBase()
+    placed = _scaled_day(tb, scale, [0.0] + [j * 0.1 / scale for j in jitter], age=0.0)
+    if abs(scale - 1.0) > 0.06:
+        assert abs(tb.rate - scale) / scale < 0.1
+    assert all(abs(p - t) <= 0.2 for t, p in placed[16:])
