@@ -36,7 +36,7 @@ test-collector-only: build
 	$(COLLECTOR_VENV)/bin/python -m pip install -q --upgrade pip
 	$(COLLECTOR_VENV)/bin/python -m pip install -q -e '.[collector,test]'
 	DROPLINE_ROLE=collector $(COLLECTOR_VENV)/bin/python -m pytest -q -p no:cacheprovider \
-		tests/test_install_roles.py $(wildcard tests/test_collector_*.py)
+		tests/test_install_roles.py tests/test_store_contract.py $(wildcard tests/test_collector_*.py)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PKGS) tests bench

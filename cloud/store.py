@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -144,6 +145,75 @@ class WriteResult:
     first_open_gap: tuple[int, int] | None = None
     quarantined: list[tuple[int, int, str]] = field(default_factory=list)
     conflicts: int = 0
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch sorted out before anything is written, the same for every store: one row per
+    distinct seq (columns ``seqs``, ``kinds``, ``times``, ``bodies``), a seq repeated in the batch
+    with another body set ``aside`` as a conflict, the gap ranges, and the newest fix."""
+
+    seqs: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    times: list[int | None] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    body_of: dict[int, bytes] = field(default_factory=dict)
+    kind_of: dict[int, str] = field(default_factory=dict)
+    aside: list[Quarantine] = field(default_factory=list)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    best: pb.Record | None = None
+
+
+def prepare(records: Sequence[pb.Record], quarantine: Sequence[Quarantine]) -> Prepared:
+    out = Prepared(aside=list(quarantine))
+    best_t = -(2**63)
+    t: int | None
+    kind: str | None
+    for r in records:
+        seq = r.seq
+        kind = r.WhichOneof("body")
+        body = r.SerializeToString()
+        earlier = out.body_of.get(seq)
+        if earlier is not None:  # the same seq twice in one batch
+            if not _same_record(earlier, body):
+                out.aside.append(Quarantine(seq, kind or "unknown", CONFLICT, body))
+            continue
+        out.body_of[seq] = body
+        if kind == "fix":
+            t = r.fix.time_ms
+            if t >= best_t:
+                best_t, out.best = t, r
+        elif kind is None:
+            kind, t = "unknown", None  # a body this build does not know: kept as sent
+        elif kind == "gap":
+            out.gaps.append((r.gap.from_seq, r.gap.to_seq))
+            t = None
+        else:
+            t = getattr(r, kind).time_ms
+        out.kind_of[seq] = kind
+        out.seqs.append(seq)
+        out.kinds.append(kind)
+        out.times.append(t)
+        out.bodies.append(body)
+    return out
+
+
+def write_result(
+    records: int, held_seqs: list[int], inserted: int, aside: list[Quarantine], covered: Spans
+) -> WriteResult:
+    """The WriteResult of a committed batch of ``records`` records, from the vehicle's ranges."""
+    conflicts = sum(1 for q in aside if q.reason == CONFLICT)
+    return WriteResult(
+        stored_ranges=runs(held_seqs),
+        contiguous=covered.prefix(),
+        inserted=inserted,
+        duplicates=records - inserted - conflicts,
+        max_seq=covered.end(),
+        open_gap_count=covered.hole_count(),
+        first_open_gap=covered.first_hole(),
+        quarantined=reason_ranges([(q.seq, q.reason) for q in aside]),
+        conflicts=conflicts,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,39 +339,9 @@ class SqliteStore:
     def write(
         self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
     ) -> WriteResult:
-        rows: list[tuple[str, int, str, int | None, bytes]] = []
-        append = rows.append
-        bodies: dict[int, bytes] = {}
-        kinds: dict[int, str] = {}
-        aside = list(quarantine)
-        gaps: list[tuple[int, int]] = []
-        best: pb.Record | None = None
-        best_t = -(2**63)
-        t: int | None
-        kind: str | None
-        for r in records:
-            seq = r.seq
-            kind = r.WhichOneof("body")
-            body = r.SerializeToString()
-            earlier = bodies.get(seq)
-            if earlier is not None:  # the same seq twice in one batch
-                if not _same_record(earlier, body):
-                    aside.append(Quarantine(seq, kind or "unknown", CONFLICT, body))
-                continue
-            bodies[seq] = body
-            if kind == "fix":
-                t = r.fix.time_ms
-                if t >= best_t:
-                    best_t, best = t, r
-            elif kind is None:
-                kind, t = "unknown", None  # a body this build does not know: kept as sent
-            elif kind == "gap":
-                gaps.append((r.gap.from_seq, r.gap.to_seq))
-                t = None
-            else:
-                t = getattr(r, kind).time_ms
-            kinds[seq] = kind
-            append((vehicle, seq, kind, t, body))
+        batch = prepare(records, quarantine)
+        rows = list(zip(repeat(vehicle), batch.seqs, batch.kinds, batch.times, batch.bodies))
+        aside = batch.aside
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -311,40 +351,24 @@ class SqliteStore:
                 before = db.total_changes
                 db.executemany(_INSERT, rows)
                 inserted = db.total_changes - before
-                held_seqs = sorted(bodies)
+                held_seqs = sorted(batch.body_of)
                 if inserted < len(rows):  # some seqs were held already: the same body, or a conflict?
-                    clashing = self._conflicts(vehicle, held_seqs, bodies)
+                    clashing = self._conflicts(vehicle, held_seqs, batch.body_of)
                     for seq in sorted(clashing):
-                        aside.append(Quarantine(seq, kinds[seq], CONFLICT, bodies[seq]))
+                        aside.append(Quarantine(seq, batch.kind_of[seq], CONFLICT, batch.body_of[seq]))
                     held_seqs = [s for s in held_seqs if s not in clashing]
                 state.records += inserted
-                batch_runs = runs(held_seqs)
-                for first, last in runs(sorted(bodies)):
+                for first, last in runs(sorted(batch.body_of)):
                     self._add_span(vehicle, "s", state, first, last)
-                for first, last in gaps:
+                for first, last in batch.gaps:
                     self._add_span(vehicle, "x", state, first, last)
                 self._quarantine(vehicle, state, aside)
-                contiguous = state.covered.prefix()
-                max_seq = state.covered.end()
-                self._save_vehicle(vehicle, state, contiguous, max_seq, best)
+                self._save_vehicle(vehicle, state, state.covered.prefix(), state.covered.end(), batch.best)
                 db.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
-            holes = state.covered.hole_count()
-            first_hole = state.covered.first_hole()
-        conflicts = sum(1 for q in aside if q.reason == CONFLICT)
-        return WriteResult(
-            stored_ranges=batch_runs,
-            contiguous=contiguous,
-            inserted=inserted,
-            duplicates=len(records) - inserted - conflicts,
-            max_seq=max_seq,
-            open_gap_count=holes,
-            first_open_gap=first_hole,
-            quarantined=reason_ranges([(q.seq, q.reason) for q in aside]),
-            conflicts=conflicts,
-        )
+            return write_result(len(records), held_seqs, inserted, aside, state.covered)
 
     def _conflicts(self, vehicle: str, seqs: list[int], bodies: dict[int, bytes]) -> set[int]:
         """The seqs whose held body is not the one this batch carries (one range scan per run)."""

@@ -46,7 +46,8 @@ from cloud.store import (
     VehicleProgress,
     WriteResult,
     _same_record,
-    reason_ranges,
+    prepare,
+    write_result,
 )
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
@@ -277,45 +278,8 @@ class PostgresStore:
     def write(
         self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
     ) -> WriteResult:
-        seqs: list[int] = []
-        kinds_col: list[str] = []
-        times: list[int | None] = []
-        bodies_col: list[bytes] = []
-        bodies: dict[int, bytes] = {}
-        kinds: dict[int, str] = {}
-        aside = list(quarantine)
-        gaps: list[tuple[int, int]] = []
-        best: pb.Record | None = None
-        best_t = -(2**63)
-        t: int | None
-        kind: str | None
-        for r in records:
-            seq = r.seq
-            kind = r.WhichOneof("body")
-            body = r.SerializeToString()
-            earlier = bodies.get(seq)
-            if earlier is not None:  # the same seq twice in one batch
-                if not _same_record(earlier, body):
-                    aside.append(Quarantine(seq, kind or "unknown", CONFLICT, body))
-                continue
-            bodies[seq] = body
-            if kind == "fix":
-                t = r.fix.time_ms
-                if t >= best_t:
-                    best_t, best = t, r
-            elif kind is None:
-                kind, t = "unknown", None  # a body this build does not know: kept as sent
-            elif kind == "gap":
-                gaps.append((r.gap.from_seq, r.gap.to_seq))
-                t = None
-            else:
-                t = getattr(r, kind).time_ms
-            kinds[seq] = kind
-            seqs.append(seq)
-            kinds_col.append(kind)
-            times.append(t)
-            bodies_col.append(body)
-
+        batch = prepare(records, quarantine)
+        aside = batch.aside
         db = self._writer()
         try:
             try:
@@ -323,48 +287,33 @@ class PostgresStore:
                     db.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(vehicle),))
                     state = self._state(db, vehicle)
                     inserted_seqs: set[int] = set()
-                    if seqs:
-                        params = (vehicle, seqs, kinds_col, times, bodies_col)
+                    if batch.seqs:
+                        params = (vehicle, batch.seqs, batch.kinds, batch.times, batch.bodies)
                         cur = db.execute(_INSERT, params)
                         inserted_seqs = {row[0] for row in cur.fetchall()}
                     inserted = len(inserted_seqs)
-                    held_seqs = sorted(bodies)
-                    if inserted < len(seqs):  # some seqs were held already: the same body, or a conflict?
-                        clashing = self._conflicts(
-                            db, vehicle, [s for s in seqs if s not in inserted_seqs], bodies
-                        )
+                    held_seqs = sorted(batch.body_of)
+                    if inserted < len(batch.seqs):  # some seqs were held already: same body, or a conflict?
+                        known = [s for s in batch.seqs if s not in inserted_seqs]
+                        clashing = self._conflicts(db, vehicle, known, batch.body_of)
                         for seq in sorted(clashing):
-                            aside.append(Quarantine(seq, kinds[seq], CONFLICT, bodies[seq]))
+                            aside.append(Quarantine(seq, batch.kind_of[seq], CONFLICT, batch.body_of[seq]))
                         held_seqs = [s for s in held_seqs if s not in clashing]
                     state.records += inserted
                     changes = _SpanChanges()
-                    for first, last in runs(sorted(bodies)):
+                    for first, last in runs(sorted(batch.body_of)):
                         changes.add(state, "s", first, last)
-                    for first, last in gaps:
+                    for first, last in batch.gaps:
                         changes.add(state, "x", first, last)
                     self._quarantine(db, vehicle, state, aside, changes)
-                    contiguous = state.covered.prefix()
-                    max_seq = state.covered.end()
-                    self._save(db, vehicle, state, changes, contiguous, max_seq, best)
-                    holes = state.covered.hole_count()
-                    first_hole = state.covered.first_hole()
+                    covered = state.covered
+                    self._save(db, vehicle, state, changes, covered.prefix(), covered.end(), batch.best)
             except BaseException:
                 self._cache.pop(vehicle, None)  # the ranges may hold changes that were not committed
                 raise
         finally:
             self._give_back(db)
-        conflicts = sum(1 for q in aside if q.reason == CONFLICT)
-        return WriteResult(
-            stored_ranges=runs(held_seqs),
-            contiguous=contiguous,
-            inserted=inserted,
-            duplicates=len(records) - inserted - conflicts,
-            max_seq=max_seq,
-            open_gap_count=holes,
-            first_open_gap=first_hole,
-            quarantined=reason_ranges([(q.seq, q.reason) for q in aside]),
-            conflicts=conflicts,
-        )
+        return write_result(len(records), held_seqs, inserted, aside, state.covered)
 
     def _state(self, db: psycopg.Connection[Any], vehicle: str) -> _Vehicle:
         """The vehicle's ranges as committed: the cached ones if no other writer has committed

@@ -88,3 +88,26 @@ def test_a_flat_list_would_fail_the_complexity_check() -> None:
         assert _moved_per_add(16_000) > 4 * _moved_per_add(2_000)
     finally:
         spans_module.LOAD = saved
+
+
+@given(st.lists(st.tuples(st.integers(1, 200), st.integers(0, 20)), max_size=40))
+def test_the_prefix_is_the_longest_run_from_one(adds: list[tuple[int, int]]) -> None:
+    spans, model = Spans(), set[int]()
+    for first, length in adds:
+        spans.add(first, first + length)
+        model.update(range(first, first + length + 1))
+    prefix = 0
+    while prefix + 1 in model:
+        prefix += 1
+    assert spans.prefix() == prefix
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 100), st.integers(0, 10)), max_size=15),
+    st.lists(st.tuples(st.integers(1, 100), st.integers(0, 10)), max_size=15),
+)
+def test_minus_matches_a_set(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+    sa, sb = Spans([(f, f + n) for f, n in a]), Spans([(f, f + n) for f, n in b])
+    ma = {s for f, n in a for s in range(f, f + n + 1)}
+    mb = {s for f, n in b for s in range(f, f + n + 1)}
+    assert sa.minus(sb) == _set_runs(ma - mb)
