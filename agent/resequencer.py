@@ -40,6 +40,7 @@ _EPS: cython.double = 1e-9
 # the next starting point; after _RESTART perturbations without a new best, restart from the best.
 _ACCEPT: cython.double = 0.004
 _RESTART: cython.int = 60
+_REACH: cython.int = 10  # a perturbation moves a stop by up to this many positions
 
 
 @dataclass(frozen=True)
@@ -745,7 +746,7 @@ class _Search:
 
     @cython.cfunc
     def _perturb(self, strength: cython.int) -> cython.void:
-        """``strength`` random relocations of one stop by a few positions."""
+        """``strength`` random relocations of one stop by up to ``_REACH`` positions."""
         movable: cython.int = self.m - self.lo + 1
         _q: cython.int
         i: cython.int
@@ -754,7 +755,7 @@ class _Search:
             return
         for _q in range(strength):
             i = self.lo + cython.cast(cython.int, self._below(movable))
-            k = i + cython.cast(cython.int, self._below(11)) - 5
+            k = i + cython.cast(cython.int, self._below(2 * _REACH + 1)) - _REACH
             if k < self.lo - 1:
                 k = self.lo - 1
             if k > self.m:
