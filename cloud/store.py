@@ -21,7 +21,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -286,6 +286,45 @@ class _Vehicle:
         return self.held if what == "s" else self.explained if what == "x" else self.quarantined
 
 
+PROGRESS_COLUMNS = "vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7"
+"""The ``vehicles`` table's columns :func:`progress_of` reads, in its order."""
+
+
+def progress_of(
+    span_rows: Iterable[Sequence[Any]], vehicle_rows: Iterable[Sequence[Any]]
+) -> list[VehicleProgress]:
+    """Every vehicle's progress from the rows of ``spans`` (vehicle, what, first, last) and of
+    ``vehicles`` (:data:`PROGRESS_COLUMNS`), read in one snapshot: the same for every store."""
+    spans: dict[str, _Vehicle] = {}
+    for vehicle, what, first, last in span_rows:
+        spans.setdefault(vehicle, _Vehicle()).spans(what).add(first, last)
+    out = []
+    for vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7 in vehicle_rows:
+        state = spans.get(vehicle, _Vehicle())
+        covered = Spans([*state.held, *state.explained, *state.quarantined])
+        position = None
+        if fix_seq is not None:
+            position = {
+                "seq": fix_seq,
+                "time": iso_time(fix_time_ms / 1000),
+                "lat": lat_e7 / 1e7,
+                "lon": lon_e7 / 1e7,
+            }
+        out.append(
+            VehicleProgress(
+                vehicle=vehicle,
+                contiguous=contiguous,
+                max_seq=max_seq,
+                records=records,
+                open_gaps=covered.holes(max_seq),
+                explained_gaps=Spans(state.explained.minus(state.held)).minus(state.quarantined),
+                position=position,
+                quarantined=state.quarantined.minus(state.held),
+            )
+        )
+    return out
+
+
 def _connect(path: Path, readonly: bool = False, busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
@@ -471,39 +510,10 @@ class SqliteStore:
         db = _connect(self.path, readonly=True)
         try:
             db.execute("BEGIN")  # one snapshot for both tables
-            spans: dict[str, _Vehicle] = {}
-            for vehicle, what, first, last in db.execute(
-                "SELECT vehicle, what, first, last FROM spans ORDER BY vehicle, what, first"
-            ):
-                state = spans.setdefault(vehicle, _Vehicle())
-                state.spans(what).add(first, last)
-            out = []
-            for vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7 in db.execute(
-                "SELECT vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7"
-                " FROM vehicles ORDER BY vehicle"
-            ):
-                state = spans.get(vehicle, _Vehicle())
-                covered = Spans([*state.held, *state.explained, *state.quarantined])
-                position = None
-                if fix_seq is not None:
-                    position = {
-                        "seq": fix_seq,
-                        "time": iso_time(fix_time_ms / 1000),
-                        "lat": lat_e7 / 1e7,
-                        "lon": lon_e7 / 1e7,
-                    }
-                out.append(
-                    VehicleProgress(
-                        vehicle=vehicle,
-                        contiguous=contiguous,
-                        max_seq=max_seq,
-                        records=records,
-                        open_gaps=covered.holes(max_seq),
-                        explained_gaps=Spans(state.explained.minus(state.held)).minus(state.quarantined),
-                        position=position,
-                        quarantined=state.quarantined.minus(state.held),
-                    )
-                )
+            out = progress_of(
+                db.execute("SELECT vehicle, what, first, last FROM spans ORDER BY vehicle, what, first"),
+                db.execute(f"SELECT {PROGRESS_COLUMNS} FROM vehicles ORDER BY vehicle"),
+            )
             db.execute("COMMIT")
             return out
         finally:

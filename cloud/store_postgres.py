@@ -40,6 +40,7 @@ from cloud.spans import Spans, runs
 from cloud.store import (
     CONFLICT,
     EXPORT_KINDS,
+    PROGRESS_COLUMNS,
     QUARANTINE,
     SEQ_MAX,
     Quarantine,
@@ -47,6 +48,7 @@ from cloud.store import (
     WriteResult,
     _same_record,
     prepare,
+    progress_of,
     write_result,
 )
 from protocols import convert
@@ -415,39 +417,10 @@ class PostgresStore:
     def vehicles(self) -> list[VehicleProgress]:
         with self._connect(autocommit=False) as db:
             db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot
-            spans: dict[str, _Vehicle] = {}
-            for vehicle, what, first, last in db.execute(
-                "SELECT vehicle, what, first, last FROM spans ORDER BY vehicle, what, first"
-            ):
-                spans.setdefault(vehicle, _Vehicle()).spans(what).add(first, last)
-            out = []
-            for vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7 in db.execute(
-                "SELECT vehicle, records, contiguous, max_seq, fix_seq, fix_time_ms, lat_e7, lon_e7"
-                ' FROM vehicles ORDER BY vehicle COLLATE "C"'
-            ):
-                state = spans.get(vehicle, _Vehicle())
-                covered = Spans([*state.held, *state.explained, *state.quarantined])
-                position = None
-                if fix_seq is not None:
-                    position = {
-                        "seq": fix_seq,
-                        "time": iso_time(fix_time_ms / 1000),
-                        "lat": lat_e7 / 1e7,
-                        "lon": lon_e7 / 1e7,
-                    }
-                out.append(
-                    VehicleProgress(
-                        vehicle=vehicle,
-                        contiguous=contiguous,
-                        max_seq=max_seq,
-                        records=records,
-                        open_gaps=covered.holes(max_seq),
-                        explained_gaps=Spans(state.explained.minus(state.held)).minus(state.quarantined),
-                        position=position,
-                        quarantined=state.quarantined.minus(state.held),
-                    )
-                )
-            return out
+            return progress_of(
+                db.execute("SELECT vehicle, what, first, last FROM spans ORDER BY vehicle, what, first"),
+                db.execute(f'SELECT {PROGRESS_COLUMNS} FROM vehicles ORDER BY vehicle COLLATE "C"'),
+            )
 
     def export(self, kind: str, vehicle: str | None = None) -> Iterator[dict[str, Any]]:
         if kind == QUARANTINE:
