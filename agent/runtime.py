@@ -38,7 +38,7 @@ from agent.systemd import Notifier
 from agent.timebase import Arrival, Clock, TimeBase
 from agent.uplink import Backoff, Transport, Uplink
 from protocols.errors import ConfigError
-from protocols.records import Tick
+from protocols.records import DocumentStatus, Tick
 from protocols.tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -260,6 +260,12 @@ class Agent:
         out = self.core.handle(event)
         for record in out.records:
             self.outbox.append(record)
+            if isinstance(record, DocumentStatus) and record.applied and record.document == "config":
+                log.info(
+                    "configuration version %d written; it applies at the next restart (nothing "
+                    "of it is applied live)",
+                    record.version,
+                )
         for effect in out.effects:
             self.effects.submit(effect)
         self.handled += 1
