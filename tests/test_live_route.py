@@ -86,12 +86,14 @@ class Live:
         scanner = self.van.drivers[1]
         start = scanner.start
 
-        def start_after_the_drive(sink: Any) -> None:
+        def start_after_the_drive(sink: Any) -> threading.Thread:
             def later() -> None:
                 wait_until(lambda: self.count("fix") >= fixes, 60, "every fix in the outbox")
                 start(sink)
 
-            threading.Thread(target=later, daemon=True).start()
+            waiting = threading.Thread(target=later, daemon=True)
+            waiting.start()
+            return waiting
 
         scanner.start = start_after_the_drive  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.van.run, name="live-route")
