@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-hold-s", type=float, default=60.0, help="longest a fix waits for its fate")
     parser.add_argument("--batch-s", type=float, default=60.0, help="seconds of fixes per batch")
     parser.add_argument("--json", action="store_true", help="stats as one JSON object")
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="stats: every batch absolute",
+    )
     parser.add_argument("-o", "--output", type=Path, help="encoded file to write (encode)")
 
 
@@ -51,19 +56,25 @@ def _pb(fixes: list[Fix]) -> list[pb.Fix]:
     return [pb.Fix.FromString(encode_body(f)[1]) for f in fixes]
 
 
-def stats(fixes: list[Fix], max_error_m: float, batch_s: float, max_hold_s: float = 60.0) -> dict[str, float]:
+def stats(
+    fixes: list[Fix], max_error_m: float, batch_s: float, max_hold_s: float = 60.0, reference: bool = True
+) -> dict[str, float]:
+    """What ``fixes`` cost as the uplink sends them; with ``reference`` every batch but the first
+    starts from the previous batch's last fix (the van's last acked fix)."""
     started = time.perf_counter()
     kept = track_codec.simplify(fixes, max_error_m, max_hold_s)
     groups = [_pb(g) for g in batches(fixes, kept, batch_s)]
-    blobs = [track_codec.encode(g) for g in groups]
-    encode_s = time.perf_counter() - started
-    payload = sum(len(b) for b in blobs)
-    sent, seq = 0, 1
-    for g, blob in zip(groups, blobs, strict=True):
-        seqs = list(range(seq, seq + len(g)))
+    segments: list[wire.Segment] = []
+    seq = 1
+    for g in groups:
+        ref = (seq - 1, groups[len(segments) - 1][-1]) if reference and segments else None
+        segments.append(wire.track_segment(range(seq, seq + len(g)), g, ref))
         seq += len(g)
-        segment = wire.Segment("fix", seqs, codec=pb.CODEC_TRACK_V1, data=blob)
-        sent += len(wire.encode_batch(VEHICLE, 1, compress=True, segments=[segment])) + HEADER_BYTES
+    encode_s = time.perf_counter() - started
+    payload = sum(len(s.data) for s in segments)
+    sent = sum(
+        len(wire.encode_batch(VEHICLE, 1, compress=True, segments=[s])) + HEADER_BYTES for s in segments
+    )
     worst = 0.0
     times = [k.time for k in kept]
     for f in fixes:
@@ -79,7 +90,7 @@ def stats(fixes: list[Fix], max_error_m: float, batch_s: float, max_hold_s: floa
     return {
         "fixes": len(fixes),
         "kept": len(kept),
-        "batches": len(blobs),
+        "batches": len(segments),
         "payload_bytes": payload,
         "wire_bytes": sent,
         "bytes_per_fix": round(payload / n, 4),
@@ -109,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     fixes = list(read_trace(path))
     if action == "stats":
-        print(json.dumps(stats(fixes, args.max_error_m, args.batch_s, args.max_hold_s)))
+        print(
+            json.dumps(stats(fixes, args.max_error_m, args.batch_s, args.max_hold_s, not args.no_reference))
+        )
         return 0
     if args.output is None:
         raise UsageError("compact encode: -o OUT is required")

@@ -35,7 +35,7 @@ from protocols.records import Fix
 EARTH_RADIUS_M = 6371008.8
 """Mean Earth radius (IUGG), the sphere every distance here is measured on."""
 M_PER_E7: cython.double = EARTH_RADIUS_M * math.pi / 180.0 / 1e7
-QUANTUM_SHARE = 0.3
+QUANTUM_SHARE = 0.5
 """Share of ``max_error_m`` a kept fix may be moved by quantisation (the rest is left for the
 fixes dropped around it)."""
 _DEG: cython.double = math.pi / 180.0
@@ -265,7 +265,13 @@ OPTIONAL = ("alt_msl_cm", "speed_cms", "track_cdeg", "hdop_c", "sats")
 """The optional ``Fix`` fields, in column order; each is a column only when some fix has it."""
 RAW, ZSTD, ZSTD_DICT = 0, 1, 2
 """First byte of a track blob: how the columns that follow are packed."""
-_PLAIN, _DELTA, _DOD, _CONST = 0, 1, 2, 3
+_DELTA, _DOD, _CONST = 1, 2, 3
+MAX_ORDER = 63
+_CONST_INLINE = 63
+"""Largest exp-Golomb order a column may use (residuals of 64-bit values fit in 67 bits)."""
+_MAX_ZEROS = 70
+REFERENCED = 1 << 5
+"""Mask bit: the first time and position are deltas from a reference fix both sides know."""
 _INT32 = 1 << 31
 _INT64 = 1 << 63
 _UINT32 = 1 << 32
@@ -347,46 +353,106 @@ def _grid(values: Sequence[int]) -> int:
 
 
 def _residuals(values: Sequence[int], predictor: int) -> list[int]:
+    """Zigzagged residuals after the first value (which the caller writes absolute)."""
     n = len(values)
-    if predictor == _PLAIN or n == 0:
-        return list(values)
-    out = [values[0]]
+    out: list[int] = []
     if n > 1:
-        out.append(values[1] - values[0])
+        out.append(_zz(values[1] - values[0]))
     for i in range(2, n):
         if predictor == _DELTA:
-            out.append(values[i] - values[i - 1])
+            out.append(_zz(values[i] - values[i - 1]))
         else:
-            out.append(values[i] - 2 * values[i - 1] + values[i - 2])
+            out.append(_zz(values[i] - 2 * values[i - 1] + values[i - 2]))
     return out
 
 
-def _put_series(out: bytearray, values: Sequence[int]) -> None:
-    """A grid, a predictor (delta or delta-of-delta, whichever is smaller) and zigzag residuals."""
+def _eg_cost(values: list[int], k: int) -> int:
+    """Bits of ``values`` in exp-Golomb codes of order ``k``."""
+    bits = 0
+    for v in values:
+        bits += 2 * ((v >> k) + 1).bit_length() - 1 + k
+    return bits
+
+
+def _eg_order(values: list[int]) -> int:
+    """The exp-Golomb order that codes ``values`` in the fewest bits, searched around the order
+    their mean suggests (cost is convex in k)."""
+    k = max(0, (sum(values) // len(values)).bit_length() - 1)
+    cost = _eg_cost(values, k)
+    while k > 0:
+        lower = _eg_cost(values, k - 1)
+        if lower > cost:
+            break
+        k, cost = k - 1, lower
+    while k < MAX_ORDER:
+        higher = _eg_cost(values, k + 1)
+        if higher >= cost:
+            break
+        k, cost = k + 1, higher
+    return k
+
+
+def _put_bits(out: bytearray, values: list[int], k: int) -> None:
+    """``values`` (>= 0) as exp-Golomb codes of order ``k``, MSB first, zero-padded to a byte:
+    ``(v >> k) + 1`` in binary behind as many zeros as it has bits after the first, then the
+    low ``k`` bits of ``v``."""
+    parts: list[str] = []
+    low = (1 << k) - 1
+    suffix = f"0{k}b"
+    for v in values:
+        head = format((v >> k) + 1, "b")
+        parts.append("0" * (len(head) - 1))
+        parts.append(head)
+        if k:
+            parts.append(format(v & low, suffix))
+    text = "".join(parts)
+    nbytes = (len(text) + 7) // 8
+    if nbytes:
+        out += (int(text, 2) << (nbytes * 8 - len(text))).to_bytes(nbytes, "big")
+
+
+def _put_series(out: bytearray, values: Sequence[int], first_ref: int = 0, grid_before: int = 0) -> int:
+    """One byte of predictor (delta or delta-of-delta, whichever is smaller; or constant) and
+    exp-Golomb order (for a constant: its zigzag value when below 63, else 63 and a varint), the
+    grid, the first value and the other residuals on the grid in exp-Golomb codes. The grid is
+    written as 0 when it is ``grid_before`` (the previous column's), and the first value as its
+    distance in grid steps from ``first_ref`` rounded down to the grid.
+    Returns the grid (0 for a constant)."""
     if not values:
-        return
+        return 0
+    if all(v == values[0] for v in values):
+        z = _zz(values[0] - first_ref)
+        if z < _CONST_INLINE:  # small constants (a fix mode) in the head byte itself
+            out.append(_CONST | z << 2)
+        else:
+            out.append(_CONST | _CONST_INLINE << 2)
+            _put(out, z)
+        return 0
     grid = _grid(values)
     scaled = [v // grid for v in values] if grid > 1 else list(values)
-    if all(v == values[0] for v in values):
-        out.append(_CONST)
-        _put(out, _zz(values[0]))
-        return
     best: list[int] = []
     best_predictor = _DELTA
     best_cost = -1
     for predictor in (_DELTA, _DOD):
-        res = [_zz(r) for r in _residuals(scaled, predictor)]
-        cost = sum(r.bit_length() // 7 for r in res)
+        res = _residuals(scaled, predictor)
+        cost = sum(r.bit_length() for r in res)
         if best_cost < 0 or cost < best_cost:
             best, best_predictor, best_cost = res, predictor, cost
-    out.append(best_predictor)
-    _put(out, grid)
-    for r in best:
-        _put(out, r)
+    k = _eg_order(best)
+    out.append(best_predictor | k << 2)
+    _put(out, 0 if grid == grid_before else grid)
+    _put(out, _zz(scaled[0] - (first_ref - first_ref % grid) // grid))
+    _put_bits(out, best, k)
+    return grid
 
 
-def encode_columns(columns: TrackColumns) -> bytes:
-    """The uncompressed columns: count, a mask of optional columns, then each column."""
+Reference = tuple[int, int, int]
+"""``(time_ms, lat_e7, lon_e7)`` of a fix both sides hold (the previous batch's last, acked)."""
+
+
+def encode_columns(columns: TrackColumns, reference: Reference | None = None) -> bytes:
+    """The uncompressed columns: count, a mask of optional columns, then each column; with a
+    ``reference`` the first time and position are written as deltas from it."""
     n = len(columns.time_ms)
     out = bytearray()
     _put(out, n)
@@ -395,12 +461,16 @@ def encode_columns(columns: TrackColumns) -> bytes:
     for i, name in enumerate(OPTIONAL):
         if name in present:
             mask |= 1 << i
+    ref = (0, 0, 0)
+    if reference is not None and n:
+        mask |= REFERENCED
+        ref = reference
     _put(out, mask)
     if n == 0:
         return bytes(out)
-    _put_series(out, columns.time_ms)
-    _put_series(out, columns.lat_e7)
-    _put_series(out, columns.lon_e7)
+    _put_series(out, columns.time_ms, ref[0])
+    grid = _put_series(out, columns.lat_e7, ref[1])
+    _put_series(out, columns.lon_e7, ref[2], grid)
     _put_series(out, columns.mode)
     for name in present:
         values = columns.optional[name]
@@ -424,6 +494,7 @@ class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
+        self.grid = 0
 
     def byte(self) -> int:
         if self.pos >= len(self.data):
@@ -449,29 +520,58 @@ class _Reader:
             shift += 7
         raise WireError("track_bad_varint")
 
-    def series(self, count: int, low: int, high: int) -> list[int]:
-        """``count`` values, each checked to lie in ``[low, high)``."""
+    def bits(self, count: int, k: int) -> list[int]:
+        """``count`` exp-Golomb codes of order ``k`` from here; the stream ends on a byte."""
+        if k > MAX_ORDER:
+            raise WireError("track_bad_column")
+        start = self.pos
+        longest = (count * (2 * _MAX_ZEROS + 1 + k) + 7) // 8
+        chunk = self.data[start : start + longest]
+        width = len(chunk) * 8
+        text = format(int.from_bytes(chunk, "big"), "b").zfill(width) if chunk else ""
+        out: list[int] = []
+        pos = 0
+        for _ in range(count):
+            one = text.find("1", pos, pos + _MAX_ZEROS + 1)
+            if one < 0:
+                raise WireError("track_truncated" if pos + _MAX_ZEROS >= width else "track_bad_varint")
+            end = one + (one - pos) + 1
+            if end + k > width:
+                raise WireError("track_truncated")
+            value = (int(text[one:end], 2) - 1) << k
+            if k:
+                value |= int(text[end : end + k], 2)
+            out.append(value)
+            pos = end + k
+        self.pos = start + (pos + 7) // 8
+        return out
+
+    def series(self, count: int, low: int, high: int, first_ref: int = 0) -> list[int]:
+        """``count`` values, each checked to lie in ``[low, high)``; ``self.grid`` is left at the
+        column's grid (0 for a constant) for the next column."""
+        grid_before, self.grid = self.grid, 0
         if count == 0:
             return []
-        predictor = self.byte()
+        head = self.byte()
+        predictor, k = head & 3, head >> 2
         if predictor == _CONST:
-            v = _unzz(self.varint())
+            v = _unzz(k if k < _CONST_INLINE else self.varint()) + first_ref
             if not low <= v < high:
                 raise WireError("track_out_of_range")
             return [v] * count
-        grid = self.varint()
-        if grid == 0 or predictor not in (_DELTA, _DOD) or count > len(self.data) - self.pos:
+        grid = self.varint() or grid_before
+        if grid == 0 or predictor not in (_DELTA, _DOD):
             raise WireError("track_bad_column")
-        values: list[int] = []
-        prev = prev2 = 0
-        for i in range(count):
-            r = _unzz(self.varint())
-            if i == 0:
-                v = r
-            elif i == 1 or predictor == _DELTA:
-                v = prev + r
-            else:
-                v = 2 * prev - prev2 + r
+        self.grid = grid
+        first = (_unzz(self.varint()) + (first_ref - first_ref % grid) // grid) * grid
+        if not low <= first < high:
+            raise WireError("track_out_of_range")
+        residuals = self.bits(count - 1, k) if count > 1 else []
+        values = [first // grid]
+        prev2, prev = 0, first // grid
+        for i, z in enumerate(residuals):
+            r = _unzz(z)
+            v = prev + r if i == 0 or predictor == _DELTA else 2 * prev - prev2 + r
             if not low <= v * grid < high:
                 raise WireError("track_out_of_range")
             values.append(v)
@@ -479,19 +579,25 @@ class _Reader:
         return [v * grid for v in values] if grid > 1 else values
 
 
-def decode_columns(raw: bytes, max_fixes: int) -> TrackColumns:
-    """Columns from ``encode_columns`` bytes; WireError for anything else, never a crash."""
+def decode_columns(raw: bytes, max_fixes: int, reference: Reference | None = None) -> TrackColumns:
+    """Columns from ``encode_columns`` bytes; WireError for anything else, never a crash
+    (``track_needs_reference`` when the blob was written against a reference not given)."""
     reader = _Reader(raw)
     n = reader.varint()
     if n > max_fixes:
         raise WireError("track_too_many")
     mask = reader.varint()
-    if mask >> len(OPTIONAL):
+    if mask >> (len(OPTIONAL) + 1):
         raise WireError("track_bad_column")
+    ref = (0, 0, 0)
+    if mask & REFERENCED:
+        if reference is None:
+            raise WireError("track_needs_reference")
+        ref = reference
     names = [name for i, name in enumerate(OPTIONAL) if mask >> i & 1]
-    time_ms = reader.series(n, -_INT64, _INT64)
-    lat = reader.series(n, -_INT32, _INT32)
-    lon = reader.series(n, -_INT32, _INT32)
+    time_ms = reader.series(n, -_INT64, _INT64, ref[0])
+    lat = reader.series(n, -_INT32, _INT32, ref[1])
+    lon = reader.series(n, -_INT32, _INT32, ref[2])
     mode = reader.series(n, 0, _UINT32)
     optional: dict[str, list[int | None]] = {}
     for name in names:
@@ -565,11 +671,18 @@ def unpack(data: bytes, max_bytes: int) -> bytes:
         raise WireError("track_bad_compression") from exc
 
 
-def encode(fixes: Sequence[pb.Fix], use_dictionary: bool = True) -> bytes:
-    """A ``CODEC_TRACK_V1`` blob of ``fixes``, in their order; decodes to equal messages."""
-    return pack(encode_columns(columns_of(fixes)), use_dictionary)
+def reference_of(fix: pb.Fix) -> Reference:
+    return (fix.time_ms, fix.lat_e7, fix.lon_e7)
 
 
-def decode(data: bytes, max_fixes: int, max_bytes: int = 16 << 20) -> list[pb.Fix]:
+def encode(fixes: Sequence[pb.Fix], use_dictionary: bool = True, reference: Reference | None = None) -> bytes:
+    """A ``CODEC_TRACK_V1`` blob of ``fixes``, in their order; decodes to equal messages (given
+    the same ``reference``)."""
+    return pack(encode_columns(columns_of(fixes), reference), use_dictionary)
+
+
+def decode(
+    data: bytes, max_fixes: int, max_bytes: int = 16 << 20, reference: Reference | None = None
+) -> list[pb.Fix]:
     """The fixes of a blob, in order; WireError for anything not made by ``encode``."""
-    return fixes_of(decode_columns(unpack(data, max_bytes), max_fixes))
+    return fixes_of(decode_columns(unpack(data, max_bytes), max_fixes, reference))

@@ -15,7 +15,7 @@ decode is set aside with its seq and reason (``Unreadable``), never allowed to s
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protocols import track_codec
@@ -48,12 +48,63 @@ class Segment:
     bodies: Sequence[bytes] = ()
     codec: int = pb.CODEC_MESSAGES
     data: bytes = b""
+    reference_seq: int | None = None
 
 
-def track_segment(seqs: Sequence[int], fixes: Sequence[pb.Fix]) -> Segment:
-    """Fixes as one ``CODEC_TRACK_V1`` segment; their seqs stay explicit, so a blob that does
-    not decode is still quarantined record by record."""
-    return Segment("fix", seqs, codec=pb.CODEC_TRACK_V1, data=track_codec.encode(fixes))
+def track_segment(
+    seqs: Sequence[int], fixes: Sequence[pb.Fix], reference: tuple[int, pb.Fix] | None = None
+) -> Segment:
+    """Fixes as one ``CODEC_TRACK_V1`` segment; their seqs travel as runs beside the blob (not
+    inside it), so a blob that does not decode is still quarantined record by record. With
+    ``reference`` (seq and fix of a fix the collector stored, e.g. the last one acked) the blob
+    starts from that fix instead of absolute time and position."""
+    ref = None if reference is None else track_codec.reference_of(reference[1])
+    return Segment(
+        "fix",
+        seqs,
+        codec=pb.CODEC_TRACK_V1,
+        data=track_codec.encode(fixes, reference=ref),
+        reference_seq=None if reference is None else reference[0],
+    )
+
+
+def seq_runs(seqs: Sequence[int], reference_seq: int | None = None) -> list[int]:
+    """The ``seqs`` field of a ``CODEC_TRACK_V1`` segment: the reference seq + 1 (0: none), then
+    per run of consecutive seqs its start minus where the previous run ended (zigzag) and its
+    length; a batch of consecutive fixes costs a few bytes however long it is."""
+    out = [0 if reference_seq is None else reference_seq + 1]
+    expected = 0
+    i, n = 0, len(seqs)
+    while i < n:
+        start = seqs[i]
+        j = i + 1
+        while j < n and seqs[j] == seqs[j - 1] + 1:
+            j += 1
+        delta = start - expected
+        out.append(delta * 2 if delta >= 0 else -delta * 2 - 1)
+        out.append(j - i)
+        expected = start + (j - i)
+        i = j
+    return out
+
+
+def expand_runs(runs: Sequence[int], max_records: int) -> tuple[int | None, list[int]]:
+    """``(reference_seq, seqs)`` of a ``seq_runs`` field; WireError if malformed, negative or
+    longer than ``max_records`` (checked before anything is allocated)."""
+    if not runs or len(runs) % 2 == 0:
+        raise WireError("bad_segment")
+    if sum(runs[2::2]) > max_records:
+        raise WireError("too_many_records")
+    seqs: list[int] = []
+    expected = 0
+    for i in range(1, len(runs), 2):
+        z, length = runs[i], runs[i + 1]
+        start = expected + (z >> 1 if not z & 1 else -((z + 1) >> 1))
+        if start < 0 or length == 0 or start + length > 1 << 64:
+            raise WireError("bad_segment")
+        seqs.extend(range(start, start + length))
+        expected = start + length
+    return (runs[0] - 1 if runs[0] else None), seqs
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +153,10 @@ def frame_records(records: Sequence[bytes]) -> bytes:
 
 def frame_segment(segment: Segment) -> bytes:
     """The bytes of one ``Segment`` (codec ``CODEC_MESSAGES``, the default, left implicit)."""
-    seqs = b"".join([varint(s) for s in segment.seqs])
+    if segment.codec == pb.CODEC_TRACK_V1:
+        seqs = b"".join([varint(s) for s in seq_runs(segment.seqs, segment.reference_seq)])
+    else:
+        seqs = b"".join([varint(s) for s in segment.seqs])
     parts = [_field(_TAG_SEG_KIND, segment.kind.encode()), _field(_TAG_SEG_SEQS, seqs)]
     if segment.codec != pb.CODEC_MESSAGES:
         if segment.bodies:
@@ -176,10 +230,17 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     return -1, pos
 
 
-def decode_batch(data: bytes, max_bytes: int, max_records: int) -> Decoded:
+References = Callable[[str, int], "pb.Fix | None"]
+"""``(vehicle, seq) -> the stored fix`` or None: how the collector finds a track's reference."""
+
+
+def decode_batch(
+    data: bytes, max_bytes: int, max_records: int, references: References | None = None
+) -> Decoded:
     """Parse a batch, inflating ``packed`` and flattening segments into records; refuse (raise
     WireError) anything beyond the limits or unreadable as a whole. Single records that do not
-    decode come back in ``unreadable``, each with its seq."""
+    decode come back in ``unreadable``, each with its seq; a track segment whose reference fix
+    ``references`` does not know comes back unreadable as ``track_needs_reference``."""
     if len(data) > max_bytes:
         raise WireError("oversized")
     batch = _parse(data)
@@ -198,14 +259,27 @@ def decode_batch(data: bytes, max_bytes: int, max_records: int) -> Decoded:
         batch = inner
     elif batch.compression != pb.COMPRESSION_NONE or batch.packed:
         raise WireError("unknown_compression")
-    count = len(batch.records) + sum(len(s.seqs) for s in batch.segments)
-    if count > max_records:
-        raise WireError("too_many_records")
+    count = len(batch.records)
+    tracks: dict[int, tuple[int | None, list[int]]] = {}
+    for i, segment in enumerate(batch.segments):
+        if segment.codec == pb.CODEC_TRACK_V1:
+            tracks[i] = expand_runs(list(segment.seqs), max_records - count)
+            count += len(tracks[i][1])
+        else:
+            count += len(segment.seqs)
+        if count > max_records:
+            raise WireError("too_many_records")
     records = list(batch.records)
     unreadable: list[Unreadable] = []
-    for segment in batch.segments:
-        if segment.codec == pb.CODEC_TRACK_V1:
-            _flatten_track(segment, records, unreadable, max_bytes)
+    for i, segment in enumerate(batch.segments):
+        if i in tracks:
+            reference_seq, seqs = tracks[i]
+            fix = (
+                None
+                if reference_seq is None or references is None
+                else references(batch.vehicle, reference_seq)
+            )
+            _flatten_track(segment, seqs, fix, records, unreadable, max_bytes)
         else:
             _flatten(segment, records, unreadable)
     return Decoded(batch.vehicle, batch.batch_id, records, unreadable)
@@ -243,18 +317,23 @@ def _flatten(segment: pb.Segment, records: list[pb.Record], unreadable: list[Unr
 
 
 def _flatten_track(
-    segment: pb.Segment, records: list[pb.Record], unreadable: list[Unreadable], max_bytes: int
+    segment: pb.Segment,
+    seqs: list[int],
+    reference: pb.Fix | None,
+    records: list[pb.Record],
+    unreadable: list[Unreadable],
+    max_bytes: int,
 ) -> None:
     """A track blob back into fix records with their seqs; a blob that does not decode, or not
     into one fix per seq, sets every seq of the segment aside with the blob."""
-    seqs = list(segment.seqs)
     reason = ""
     fixes: list[pb.Fix] = []
     if segment.kind != "fix" or segment.bodies:
         reason = "bad_segment"
     else:
         try:
-            fixes = track_codec.decode(segment.data, len(seqs), max_bytes)
+            ref = None if reference is None else track_codec.reference_of(reference)
+            fixes = track_codec.decode(segment.data, len(seqs), max_bytes, ref)
         except WireError as exc:
             reason = str(exc)
         else:

@@ -268,3 +268,40 @@ def encode_body_signal() -> bytes:
     from protocols.records import Signal
 
     return encode_body(Signal(1.0, "Vehicle.Speed", 3.0))[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=50), st.none() | st.integers(0, 2**62))
+def test_seq_runs_round_trip_any_seqs(seqs: list[int], reference: int | None) -> None:
+    runs = wire.seq_runs(seqs, reference)
+    assert wire.expand_runs(runs, len(seqs)) == (reference, seqs)
+
+
+def test_consecutive_seqs_cost_a_few_bytes_and_bad_runs_are_refused() -> None:
+    assert wire.seq_runs(list(range(1000, 1600)), 999) == [1000, 2000, 600]
+    # 5-6: 5 from 0 (zigzag 10), 2 long; 9: 2 after 7 (4); 3: 7 back from 10 (13)
+    assert wire.seq_runs([5, 6, 9, 3]) == [0, 10, 2, 4, 1, 13, 1]
+    for bad in ([], [0, 2], [0, 1, 0], [0, 2000, 600]):
+        with pytest.raises(WireError):
+            wire.expand_runs(bad, 100)
+
+
+def test_a_batch_referencing_the_previous_fix_decodes_only_with_it() -> None:
+    msgs = as_pb(simplify_munich(5.0))
+    first, second = msgs[:20], msgs[20:40]
+    seg = wire.track_segment(range(21, 41), second, (20, first[-1]))
+    absolute = wire.track_segment(range(21, 41), second)
+    assert len(seg.data) < len(absolute.data)
+    data = wire.encode_batch("van-1", 2, segments=[seg], compress=True)
+    stored = {("van-1", 20): first[-1]}
+    decoded = wire.decode_batch(data, 1 << 20, 100, lambda v, s: stored.get((v, s)))
+    assert [(r.seq, r.fix) for r in decoded.records] == list(zip(range(21, 41), second, strict=True))
+    lost = wire.decode_batch(data, 1 << 20, 100, lambda v, s: None)
+    assert lost.records == []
+    assert {(u.seq, u.reason) for u in lost.unreadable} == {
+        (s, "track_needs_reference") for s in range(21, 41)
+    }
+
+
+def simplify_munich(bound: float) -> list[Fix]:
+    return track_codec.simplify(staged_traces()["munich-drive.jsonl"], bound)
