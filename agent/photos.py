@@ -100,6 +100,14 @@ class PhotoIntake:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
+        if config.inbox != Path(""):
+            try:
+                for sub in ("taken", "rejected"):
+                    (config.inbox / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"photos.inbox {config.inbox}: cannot create {sub}/ ({exc.strerror})"
+                ) from exc
         if config.listen:
             host, _, port = config.listen.rpartition(":")
             try:
@@ -117,8 +125,6 @@ class PhotoIntake:
 
     def start(self) -> None:
         if self.config.inbox != Path(""):
-            for sub in ("taken", "rejected"):
-                (self.config.inbox / sub).mkdir(parents=True, exist_ok=True)
             self._threads.append(threading.Thread(target=self._watch, name="photos-inbox", daemon=True))
         if self._server:
             self._threads.append(

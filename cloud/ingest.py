@@ -31,7 +31,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud.store import CONFLICT, SEQ_MAX, Quarantine, Store, WriteResult
+from cloud.blobs import Blobs, blobs_path
+from cloud.store import CONFLICT, SEQ_MAX, Quarantine, SqliteStore, Store, WriteResult
 from protocols import convert, topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
@@ -119,6 +120,8 @@ class Ingest:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._logged: dict[str, tuple[int, int, float]] = {}  # vehicle -> (contiguous, open gaps, when)
+        self.blobs = Blobs(blobs_path(store.path)) if isinstance(store, SqliteStore) else None
+        """Photos reassembled from stored chunks after each commit (SQLite stores only for now)."""
         self.listeners: list[Callable[[str, list[pb.Record]], None]] = []
         """Called after each commit with the batch's records now stored (duplicates included: at
         least once), on the ingest's thread: the live event stream and webhooks. Must not block."""
@@ -173,6 +176,15 @@ class Ingest:
             return ack
         if self._after_commit is not None:
             self._after_commit(vehicle, result)
+        if self.blobs is not None and any(r.WhichOneof("body") == "blob_chunk" for r in good):
+            try:  # chunks conflicting with a held seq were quarantined, not stored: left out
+                held = [r for r in good if any(a <= r.seq <= b for a, b in result.stored_ranges)]
+                self.blobs.take(vehicle, held)
+            except Exception as exc:  # stored but not reassembled: no ack, so the van sends again
+                log.error("collector: blobs of %s batch %d: %s", vehicle, batch.batch_id, exc)
+                self.reject(STORE_UNAVAILABLE, exc)
+                ack.reason = STORE_UNAVAILABLE
+                return ack
         if self.listeners:
             self._notify(vehicle, good, result)
         for first, last in result.stored_ranges:

@@ -61,6 +61,16 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "print what the collector stored, with vehicle and seq",
         "dropline export --db collector.db --kind fixes",
     ),
+    ("blob", "list"): (
+        "dropline_cli.blob",
+        "the photos and signatures the collector reassembled (complete or not)",
+        "dropline blob list --db collector.db --vehicle VAN-1",
+    ),
+    ("blob", "get"): (
+        "dropline_cli.blob",
+        "write one verified photo or signature to a file",
+        "dropline blob get --db collector.db --vehicle VAN-1 BLOB -o photo.jpg",
+    ),
     ("replay",): (
         "dropline_cli.replay",
         "the core on recorded files merged by event time: the records the agent would commit",
