@@ -140,8 +140,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ),
     ("demo",): (
         "dropline_cli.demo",
-        "a van replaying a recorded drive, CAN log and scans into a local collector",
-        "dropline demo",
+        "simulated vans through the real drivers and agents into a local TLS collector, with a report",
+        "dropline demo --vans 3 --scale 60",
+    ),
+    ("sim",): (
+        "dropline_cli.sim",
+        "a simulated delivery day for N vans through the real drivers and agents",
+        "dropline sim --vans 3 --scale 20 --scenario tunnel --scenario late-stop --workdir sim-output",
     ),
 }
 
