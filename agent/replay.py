@@ -97,7 +97,8 @@ class Replay:
         if live:
             raise InputError(f"replay: {', '.join(live)}: a live driver; replay needs recorded files")
         self.effects_path = effects
-        self.core = core if core is not None else Core(default_stages(route=config.route))
+        stages = default_stages(route=config.route, compaction=config.compaction)
+        self.core = core if core is not None else Core(stages)
         if manifest is None and config.route.manifest != Path(""):
             manifest = config.route.manifest
         self.manifest = manifest.read_bytes() if manifest is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 
-HOT_MODULES = ("firmware_bridge.gps.nmea_fields", "protocols.wire")
+HOT_MODULES = ("firmware_bridge.gps.nmea_fields", "protocols.wire", "protocols.track_codec")
 
 
 class MissingExtension(ImportError):
