@@ -8,6 +8,7 @@ handler, or whose handler raises, answers ``{"error": ...}``: the stage that ask
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -54,3 +55,37 @@ class EffectRunner:
                 result = {"error": f"{type(exc).__name__}: {exc}"}
             self.done += 1
             self._deliver(EffectResult(0.0, effect.name, result))
+
+
+def resequence(effect: Effect) -> dict[str, str]:
+    """The ``resequence`` effect (``agent.stages.eta``): the resequencer on the problem in
+    ``effect.args`` within ``effect.budget_s``, warm-started from the current order. Answers the
+    manifest, the new order and its expected lateness per stop (JSON), and feasibility."""
+    from agent.resequencer import Problem, solve
+
+    args = effect.args
+    stops: list[str] = json.loads(args["stops"])
+    travel = json.loads(args["travel"])
+    n = len(travel)
+    if len(stops) != n - 2:
+        raise ValueError(f"resequence: {len(stops)} stops for {n} nodes")
+    problem = Problem(
+        travel=travel,
+        earliest=json.loads(args["earliest"]),
+        latest=json.loads(args["latest"]),
+        service=json.loads(args["service"]),
+        start=0,
+        end=n - 1,
+    )
+    plan = solve(problem, effect.budget_s, warm_start=list(range(1, n - 1)))
+    late = {stops[i - 1]: round(x, 1) for i, x in plan.late.items() if 0 < i < n - 1}
+    return {
+        "manifest": args["manifest"],
+        "order": json.dumps([stops[i - 1] for i in plan.tour]),
+        "late": json.dumps(late, sort_keys=True),
+        "feasible": "true" if plan.feasible else "false",
+    }
+
+
+HANDLERS: dict[str, Handler] = {"resequence": resequence}
+"""The effects the van's own stages request, by name (the shell adds its own, such as documents)."""
