@@ -48,10 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf.message import DecodeError
-
 from protocols import convert
-from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import ConfigError
 from protocols.records import Alert, Gap, Record, is_priority
 
@@ -350,6 +347,10 @@ class Outbox:
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """First schema -> kind column + body without seq, in small commits (resumable)."""
+        from google.protobuf.message import DecodeError  # only old files need the protobuf runtime
+
+        from protocols.dropline.v1 import dropline_pb2 as pb
+
         while True:
             sql = "SELECT seq, body FROM records WHERE kind IS NULL ORDER BY seq LIMIT ?"
             rows = db.execute(sql, (_MIGRATE_STEP,)).fetchall()

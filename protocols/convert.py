@@ -1,5 +1,8 @@
 """Typed records <-> protobuf messages <-> the JSON objects the CLI prints.
 
+The van's path (``encode_body``) never imports the protobuf runtime: the body is encoded by
+:mod:`protocols.body_encoder`; the functions that build or read messages import it on first use.
+
 Units on the wire are fixed integers (1e-7 degrees, cm, cm/s, 1/100 degree); the round trip
 through the wire is exact to those units, which are finer than any GNSS receiver's accuracy.
 """
@@ -7,9 +10,9 @@ through the wire is exact to those units, which are finer than any GNSS receiver
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols import body_encoder
 from protocols.records import (
     Alert,
     BlobChunk,
@@ -35,118 +38,159 @@ def _opt(value: float | None, scale: float) -> int | None:
     return None if value is None else round(value * scale)
 
 
-BodyMessage = (
-    pb.Fix
-    | pb.Signal
-    | pb.Scan
-    | pb.Alert
-    | pb.Gap
-    | pb.FenceEvent
-    | pb.StopUpdate
-    | pb.Delivery
-    | pb.Eta
-    | pb.BlobChunk
-    | pb.DocumentStatus
-)
+if TYPE_CHECKING:
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
+    BodyMessage = (
+        pb.Fix
+        | pb.Signal
+        | pb.Scan
+        | pb.Alert
+        | pb.Gap
+        | pb.FenceEvent
+        | pb.StopUpdate
+        | pb.Delivery
+        | pb.Eta
+        | pb.BlobChunk
+        | pb.DocumentStatus
+    )
+
+# Record body name -> the generated message's name.
+_MESSAGES = {
+    "fix": "Fix",
+    "signal": "Signal",
+    "scan": "Scan",
+    "alert": "Alert",
+    "gap": "Gap",
+    "fence_event": "FenceEvent",
+    "stop_update": "StopUpdate",
+    "delivery": "Delivery",
+    "eta": "Eta",
+    "blob_chunk": "BlobChunk",
+    "document_status": "DocumentStatus",
+}
 
 
-def to_body(record: Record) -> tuple[str, BodyMessage]:
-    """The wire body of one record and its kind (the ``Record.body`` field name)."""
+def body_values(record: Record) -> tuple[str, dict[str, Any]]:
+    """The kind (the ``Record.body`` field name) and the body's field values in wire units; a
+    ``None`` value is an unset ``optional`` field. Both encoders start from this one conversion."""
     if isinstance(record, Fix):
-        return "fix", pb.Fix(
-            time_ms=_ms(record.time),
-            mode=record.mode,
-            lat_e7=round(record.lat * 1e7),
-            lon_e7=round(record.lon * 1e7),
-            alt_msl_cm=_opt(record.alt_msl, 100),
-            speed_cms=_opt(record.speed, 100),
-            track_cdeg=_opt(record.track, 100),
-            hdop_c=_opt(record.hdop, 100),
-            sats=record.sats,
-        )
+        return "fix", {
+            "time_ms": _ms(record.time),
+            "mode": record.mode,
+            "lat_e7": round(record.lat * 1e7),
+            "lon_e7": round(record.lon * 1e7),
+            "alt_msl_cm": _opt(record.alt_msl, 100),
+            "speed_cms": _opt(record.speed, 100),
+            "track_cdeg": _opt(record.track, 100),
+            "hdop_c": _opt(record.hdop, 100),
+            "sats": record.sats,
+        }
     if isinstance(record, Signal):
-        return "signal", pb.Signal(time_ms=_ms(record.time), name=record.name, value=record.value)
+        return "signal", {"time_ms": _ms(record.time), "name": record.name, "value": record.value}
     if isinstance(record, Scan):
-        return "scan", pb.Scan(
-            time_ms=_ms(record.time),
-            raw=record.raw,
-            kind=record.kind,
-            fields=record.fields,
-            symbology=record.symbology or "",
-        )
+        return "scan", {
+            "time_ms": _ms(record.time),
+            "raw": record.raw,
+            "kind": record.kind,
+            "fields": record.fields,
+            "symbology": record.symbology or "",
+        }
     if isinstance(record, Alert):
-        return "alert", pb.Alert(
-            time_ms=_ms(record.time),
-            code=record.code,
-            severity=record.severity,
-            message=record.message,
-            attrs=record.attrs,
-        )
+        return "alert", {
+            "time_ms": _ms(record.time),
+            "code": record.code,
+            "severity": record.severity,
+            "message": record.message,
+            "attrs": record.attrs,
+        }
     if isinstance(record, Gap):
-        return "gap", pb.Gap(from_seq=record.from_seq, to_seq=record.to_seq, reason=record.reason)
-    return _later_body(record)
+        return "gap", {"from_seq": record.from_seq, "to_seq": record.to_seq, "reason": record.reason}
+    return _later_values(record)
 
 
 def _e7(degrees: float) -> int:
     return round(degrees * 1e7)
 
 
-def _later_body(record: Record) -> tuple[str, BodyMessage]:
+def _later_values(record: Record) -> tuple[str, dict[str, Any]]:
     """The record kinds of the route, proof of delivery and documents."""
     t = _ms(record.time)
     if isinstance(record, FenceEvent):
-        return "fence_event", pb.FenceEvent(
-            time_ms=t, fence=record.fence, event=record.event, lat_e7=_e7(record.lat), lon_e7=_e7(record.lon)
-        )
+        return "fence_event", {
+            "time_ms": t,
+            "fence": record.fence,
+            "event": record.event,
+            "lat_e7": _e7(record.lat),
+            "lon_e7": _e7(record.lon),
+        }
     if isinstance(record, StopUpdate):
-        return "stop_update", pb.StopUpdate(
-            time_ms=t, manifest=record.manifest, stop=record.stop, status=record.status
-        )
+        return "stop_update", {
+            "time_ms": t,
+            "manifest": record.manifest,
+            "stop": record.stop,
+            "status": record.status,
+        }
     if isinstance(record, Delivery):
-        return "delivery", pb.Delivery(
-            time_ms=t,
-            manifest=record.manifest,
-            stop=record.stop,
-            parcel=record.parcel,
-            raw=record.raw,
-            lat_e7=_e7(record.lat),
-            lon_e7=_e7(record.lon),
-            mode=record.mode,
-            hdop_c=_opt(record.hdop, 100),
-        )
+        return "delivery", {
+            "time_ms": t,
+            "manifest": record.manifest,
+            "stop": record.stop,
+            "parcel": record.parcel,
+            "raw": record.raw,
+            "lat_e7": _e7(record.lat),
+            "lon_e7": _e7(record.lon),
+            "mode": record.mode,
+            "hdop_c": _opt(record.hdop, 100),
+        }
     if isinstance(record, Eta):
-        return "eta", pb.Eta(
-            time_ms=t, manifest=record.manifest, stops=record.stops, eta_ms=[_ms(e) for e in record.etas]
-        )
+        return "eta", {
+            "time_ms": t,
+            "manifest": record.manifest,
+            "stops": record.stops,
+            "eta_ms": [_ms(e) for e in record.etas],
+        }
     if isinstance(record, BlobChunk):
-        return "blob_chunk", pb.BlobChunk(
-            time_ms=t,
-            blob=record.blob,
-            index=record.index,
-            count=record.count,
-            sha256=record.sha256,
-            media_type=record.media_type,
-            delivery=record.delivery,
-            data=record.data,
-        )
+        return "blob_chunk", {
+            "time_ms": t,
+            "blob": record.blob,
+            "index": record.index,
+            "count": record.count,
+            "sha256": record.sha256,
+            "media_type": record.media_type,
+            "delivery": record.delivery,
+            "data": record.data,
+        }
     assert isinstance(record, DocumentStatus)
-    return "document_status", pb.DocumentStatus(
-        time_ms=t,
-        document=record.document,
-        version=record.version,
-        applied=record.applied,
-        reason=record.reason,
-    )
+    return "document_status", {
+        "time_ms": t,
+        "document": record.document,
+        "version": record.version,
+        "applied": record.applied,
+        "reason": record.reason,
+    }
+
+
+def to_body(record: Record) -> tuple[str, BodyMessage]:
+    """The wire body of one record as a protobuf message, and its kind."""
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
+    kind, values = body_values(record)
+    message: BodyMessage = getattr(pb, _MESSAGES[kind])(**values)
+    return kind, message
 
 
 def encode_body(record: Record) -> tuple[str, bytes]:
-    """The kind and encoded body the outbox stores: no seq inside, so renumbering is free."""
-    kind, body = to_body(record)
-    return kind, bytes(body.SerializeToString())
+    """The kind and encoded body the outbox stores: no seq inside, so renumbering is free.
+    Encoded by :mod:`protocols.body_encoder` (no protobuf runtime): protobuf's deterministic bytes."""
+    kind, values = body_values(record)
+    return kind, body_encoder.encode(kind, values)
 
 
 def to_pb(seq: int, record: Record) -> pb.Record:
     """The wire form of one record with its sequence number."""
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
     kind, body = to_body(record)
     message = pb.Record(seq=seq)
     getattr(message, kind).CopyFrom(body)
@@ -155,6 +199,8 @@ def to_pb(seq: int, record: Record) -> pb.Record:
 
 def from_body(seq: int, kind: str, body: bytes) -> pb.Record:
     """The wire record of a stored body (as the outbox keeps it); DecodeError if it is not one."""
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
     message = pb.Record(seq=seq)
     getattr(message, kind).ParseFromString(body)
     return message
