@@ -148,7 +148,8 @@ def report(runs: list[Run], todo: list[tuple[str, float]], budgets: list[float])
             print(f"{name:34s}" + "".join(f"{c:>26s}" for c in cells))
     print("\n== summary")
     print(
-        f"{'solver':8s} {'budget':>6s} {'mean gap %':>10s} {'feasible':>9s} {'mean wall':>9s} {'max wall':>9s}  extra"
+        f"{'solver':8s} {'budget':>6s} {'mean gap %':>10s} {'feasible':>9s} "
+        f"{'mean wall':>9s} {'max wall':>9s}  extra"
     )
     for budget in budgets:
         for s in solvers:
@@ -176,7 +177,8 @@ def report(runs: list[Run], todo: list[tuple[str, float]], budgets: list[float])
                 wins = sum(a.cost < b.cost - 1e-6 for a, b in pairs)
                 losses = sum(a.cost > b.cost + 1e-6 for a, b in pairs)
                 print(
-                    f"  ours/{s} at {budget} s: mean cost ratio {ratio:.5f}, better {wins}, worse {losses}, of {len(pairs)}"
+                    f"  ours/{s} at {budget} s: mean cost ratio {ratio:.5f}, "
+                    f"better {wins}, worse {losses}, of {len(pairs)} (runs where the peer is feasible)"
                 )
 
 
