@@ -68,7 +68,10 @@ class Collector:
 
     def start(self) -> None:
         if self.grpc_addr:
-            self.grpc_server = serve_grpc(self.ingest, self.grpc_addr, tls=self.tls)
+            from cloud.documents import PushedDocuments, path_for
+
+            docs = PushedDocuments(path_for(self.store.path)) if isinstance(self.store, SqliteStore) else None
+            self.grpc_server = serve_grpc(self.ingest, self.grpc_addr, tls=self.tls, documents=docs)
         if self.mqtt_target is not None:
             self.mqtt = MqttIngest(self.ingest, self.mqtt_target, client_id=self.client_id, tls=self.tls)
             self.mqtt.start()

@@ -27,6 +27,7 @@ closed after ``max_connection_idle_ms``, and every connection is recycled after
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from typing import Any
 
 import grpc
 
+from cloud.documents import POLL_S, PushedDocuments
 from cloud.ingest import Ingest, Limits
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.grpc_method import SERVICE, STREAM_METHOD
@@ -170,12 +172,20 @@ class StreamTable:
 
 
 class UplinkServicer:
-    """Hands every batch of a stream to the ingest and answers each with its Ack, in order."""
+    """Hands every batch of a stream to the ingest and answers each with its Ack, in order; sends
+    the bound vehicle's pushed documents (``cloud/documents.py``) on bind and on each new push."""
 
-    def __init__(self, ingest: Ingest, streams: StreamTable, mutual_tls: bool = False) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        streams: StreamTable,
+        mutual_tls: bool = False,
+        documents: PushedDocuments | None = None,
+    ) -> None:
         self.ingest = ingest
         self.streams = streams
         self.mutual_tls = mutual_tls
+        self.documents = documents
 
     def Stream(self, request_iterator: Iterator[bytes], context: Any) -> Iterator[pb.Downlink]:
         bound: str | None = None
@@ -188,30 +198,72 @@ class UplinkServicer:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a vehicle certificate")
         stream = self.streams.open(peer, context.cancel)
         log.info("gRPC stream opened by %s", peer)
+        out: queue.Queue[pb.Downlink | BaseException | None] = queue.Queue()
+        vehicle = [bound]  # set by the reader when a plaintext stream binds
+
+        def read() -> None:
+            """Batches in, acks out (on the reader thread, so documents can go down meanwhile)."""
+            try:
+                for data in request_iterator:
+                    self.streams.busy(stream, True)
+                    try:
+                        ack = self.ingest.handle(data, vehicle[0])
+                    finally:
+                        self.streams.busy(stream, False)
+                    if vehicle[0] is None and not ack.rejected and ack.vehicle:
+                        vehicle[0] = ack.vehicle
+                        log.info("gRPC stream from %s is vehicle %s", peer, ack.vehicle)
+                    out.put(pb.Downlink(ack=ack))
+                    if stream.ended:
+                        break
+            except grpc.RpcError as exc:
+                if not stream.ended:  # ended by us: the reason was logged then
+                    out.put(exc)
+            finally:
+                out.put(None)
+
+        reader = threading.Thread(target=read, name="grpc-stream-reader", daemon=True)
+        reader.start()
+        sent: dict[str, int] = {}  # kind -> id of the push sent on this stream
+        seen = -1
         try:
-            for data in request_iterator:
-                self.streams.busy(stream, True)
+            while True:
+                if self.documents is not None and vehicle[0] is not None:
+                    last = self.documents.last_id()
+                    if last != seen:  # bound just now, or a new push somewhere
+                        seen = last
+                        yield from self._pending(vehicle[0], sent)
                 try:
-                    ack = self.ingest.handle(data, bound)
-                finally:
-                    self.streams.busy(stream, False)
-                if bound is None and not ack.rejected and ack.vehicle:
-                    bound = ack.vehicle
-                    log.info("gRPC stream from %s is vehicle %s", peer, bound)
-                yield pb.Downlink(ack=ack)
-                if stream.ended:
+                    item = out.get(timeout=POLL_S if self.documents is not None else None)
+                except queue.Empty:
+                    continue
+                if item is None:
                     return
-        except grpc.RpcError:
-            if not stream.ended:  # ended by us: the reason was logged then
-                raise
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
         finally:
             self.streams.close(stream)
-            log.info("gRPC stream from %s (%s) closed", peer, bound or "no vehicle")
+            log.info("gRPC stream from %s (%s) closed", peer, vehicle[0] or "no vehicle")
+
+    def _pending(self, vehicle: str, sent: dict[str, int]) -> Iterator[pb.Downlink]:
+        assert self.documents is not None
+        for push_id, kind, envelope_bytes in self.documents.newest(vehicle):
+            if sent.get(kind, 0) < push_id:
+                sent[kind] = push_id
+                log.info("gRPC: document %s (push %d) down to %s", kind, push_id, vehicle)
+                yield pb.Downlink(document=pb.Document(kind=kind, envelope=envelope_bytes))
 
 
-def add_uplink(server: Any, ingest: Ingest, streams: StreamTable, mutual_tls: bool = False) -> None:
+def add_uplink(
+    server: Any,
+    ingest: Ingest,
+    streams: StreamTable,
+    mutual_tls: bool = False,
+    documents: PushedDocuments | None = None,
+) -> None:
     """Register the raw-bytes Uplink service on a gRPC server."""
-    servicer = UplinkServicer(ingest, streams, mutual_tls)
+    servicer = UplinkServicer(ingest, streams, mutual_tls, documents)
     handlers = {
         "Stream": grpc.stream_stream_rpc_method_handler(
             servicer.Stream, request_deserializer=None, response_serializer=pb.Downlink.SerializeToString
@@ -235,20 +287,26 @@ class GrpcServer:
 
 
 def serve_grpc(
-    ingest: Ingest, addr: str, *, limits: StreamLimits = StreamLimits(), tls: TlsFiles | None = None
+    ingest: Ingest,
+    addr: str,
+    *,
+    limits: StreamLimits = StreamLimits(),
+    tls: TlsFiles | None = None,
+    documents: PushedDocuments | None = None,
 ) -> GrpcServer:
     """A started server listening on ``addr`` (``host:port``): mutual TLS with ``tls`` (a client
     certificate from ``tls.ca`` required), else plaintext (local tests). Each open stream holds
     one worker thread, so ``limits.max_streams`` vans can be connected at once; beyond that gRPC
     refuses with RESOURCE_EXHAUSTED and the van retries, but idle streams make room (see module
-    doc). Stop it with ``server.stop(grace).wait()``."""
+    doc). ``documents``: what ``dropline config push --db`` left for the vans, sent down their
+    streams. Stop it with ``server.stop(grace).wait()``."""
     streams = StreamTable(limits)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.max_streams, thread_name_prefix="grpc-ingest"),
         options=server_options(ingest.limits, limits),
         maximum_concurrent_rpcs=limits.max_streams,
     )
-    add_uplink(server, ingest, streams, mutual_tls=tls is not None)
+    add_uplink(server, ingest, streams, mutual_tls=tls is not None, documents=documents)
     try:
         if tls is not None:
             ca, cert, key = tls.read()

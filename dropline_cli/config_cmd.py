@@ -3,7 +3,9 @@
 ``keygen`` writes a fleet engineer's ed25519 key pair; ``sign`` wraps a file in an envelope bound
 to one vehicle (or a fleet), a version, an expiry and a kind; ``verify`` checks one against the
 public keys a van trusts and prints what it holds; ``push`` publishes one retained on each named
-van's documents topic, with a collector's certificate (the broker lets only collectors write there).
+van's documents topic, with a collector's certificate (the broker lets only collectors write there),
+and/or (``--db``) leaves it in the collector's pushed-documents table, which its gRPC streams send
+down to each named van (``cloud/documents.py``).
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--body", type=Path, help="write the verified body here")
     elif action == "push":
         parser.add_argument("file", type=Path, metavar="FILE", help="a signed envelope")
-        parser.add_argument("--mqtt", required=True, metavar="URL", help="the fleet's broker")
+        parser.add_argument("--mqtt", metavar="URL", help="the fleet's broker (retained, per van)")
+        parser.add_argument("--db", type=Path, metavar="DB", help="the gRPC collector's SQLite store")
         parser.add_argument("--vehicle", required=True, action="append", help="deliver to this van (repeat)")
-        parser.add_argument("--tls-ca", required=True, metavar="PEM", help="CA of the broker's certificate")
-        parser.add_argument("--tls-cert", required=True, metavar="PEM", help="a collector's certificate")
-        parser.add_argument("--tls-key", required=True, metavar="PEM", help="its private key")
+        parser.add_argument("--tls-ca", metavar="PEM", help="CA of the broker's certificate (--mqtt)")
+        parser.add_argument("--tls-cert", metavar="PEM", help="a collector's certificate (--mqtt)")
+        parser.add_argument("--tls-key", metavar="PEM", help="its private key (--mqtt)")
 
 
 def _read(path: Path) -> bytes:
@@ -169,13 +172,21 @@ def _push(args: argparse.Namespace) -> int:
     from protocols.mqtt_url import parse_mqtt_url
     from protocols.tls import TlsFiles
 
+    if not (args.mqtt or args.db):
+        raise UsageError("config push: give --mqtt URL, --db DB or both")
     data = _read(args.file)
     try:
         kind = json.loads(base64.b64decode(json.loads(data)["signed"]))["kind"]
-        target = parse_mqtt_url(args.mqtt)
         names = [topics.topic(v, topics.DOCUMENTS) for v in args.vehicle]
+        target = parse_mqtt_url(args.mqtt) if args.mqtt else None
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{args.file}: not a signed envelope, or a bad --mqtt/--vehicle ({exc})") from None
+    if args.db:
+        _push_db(args.db, args.vehicle, kind, data)
+    if target is None:
+        return 0
+    if not (args.tls_ca and args.tls_cert and args.tls_key):
+        raise UsageError("config push --mqtt: give --tls-ca, --tls-cert and --tls-key (a collector's)")
     tls = TlsFiles(Path(args.tls_ca), Path(args.tls_cert), Path(args.tls_key))
     tls.read()
     from protocols.dropline.v1 import dropline_pb2 as pb
@@ -196,3 +207,19 @@ def _push(args: argparse.Namespace) -> int:
         client.disconnect()
         client.loop_stop()
     return 0
+
+
+def _push_db(db: Path, vehicles: list[str], kind: str, data: bytes) -> None:
+    """Leave the envelope for each van in the collector's pushed-documents table (its gRPC
+    streams send it down on bind and within a poll of the push)."""
+    from cloud.documents import PushedDocuments, path_for
+
+    if not db.exists():
+        raise UsageError(f"--db {db}: no such collector store")
+    table = PushedDocuments(path_for(db))
+    try:
+        for vehicle in vehicles:
+            push_id = table.push(vehicle, kind, data)
+            _print({"pushed": vehicle, "kind": kind, "id": push_id, "bytes": len(data), "db": str(db)})
+    finally:
+        table.close()
