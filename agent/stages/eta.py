@@ -209,13 +209,12 @@ class EtaStage:
                 self._ok_since.pop(stop, None)
                 continue
             since = self._ok_since.setdefault(stop, fix.time)
-            if stop in closed or fix.time - since >= self.rules.confirm_s:
+            if gone or fix.time - since >= self.rules.confirm_s:
                 attrs = self._eroding.pop(stop)
                 self._ok_since.pop(stop, None)
-                why = "closed" if stop in closed else "recovered"
-                out.append(
-                    Alert(fix.time, "eta_erosion_cleared", "info", f"{stop} {why}", {**attrs, "why": why})
-                )
+                why = "closed" if gone else "recovered"
+                attrs = {**attrs, "why": why}
+                out.append(Alert(fix.time, "eta_erosion_cleared", "info", f"{stop} {why}", attrs))
         if newly and (
             self._last_request is None or fix.time - self._last_request >= self.rules.resequence_every_s
         ):
