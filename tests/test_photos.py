@@ -26,6 +26,7 @@ from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import BlobChunk, Fix
 from tests import pipeline_fixtures as pf
+from tests.netproxy import BlackholeProxy
 
 T0 = 1_700_000_000.0
 
@@ -228,28 +229,34 @@ def test_photo_arrives_whole_once_across_outage_and_sigkill(tmp_path: Path) -> N
     db = tmp_path / "collector.db"
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    photos = f'[photos]\ninbox = "{inbox}"\nchunk_bytes = 4096\npoll_s = 0.1\n'
+    photos = f'[photos]\ninbox = "{inbox}"\nchunk_bytes = 1024\npoll_s = 0.1\n'
+    link = BlackholeProxy(port)  # the van's cellular link: cut it to stop the upload where it is
     config = pf.agent_config(
         tmp_path,
         "VAN-P",
         "grpc",
-        f"127.0.0.1:{port}",
+        f"127.0.0.1:{link.port}",
         sources=photos,
         outbox={"retain_acked": 1_000_000},
-        uplink={"batch_records": 4, "window": 1, "ack_timeout_s": 2.0, "backoff_max_s": 0.5},
+        uplink={"batch_records": 2, "window": 1, "ack_timeout_s": 2.0, "backoff_max_s": 0.5},
     )
-    photo = os.urandom(400_000)  # 98 chunks of 4 KiB: about 25 batches of 4
+    photo = os.urandom(400_000)  # 391 chunks of 1 KiB: about 196 batches of 2
     agent = pf.agent(tmp_path, config)
     coll = None
     try:
         (inbox / "S7__00340123450000000018.tmp").write_bytes(photo)
         os.replace(inbox / "S7__00340123450000000018.tmp", inbox / "S7__00340123450000000018.jpg")
         pf.wait_until(lambda: (inbox / "taken" / "S7__00340123450000000018.jpg").exists(), 60, "photo taken")
-        assert pf.outbox_count(tmp_path / "outbox.db", "kind = 'blob_chunk'") == 98  # committed, no collector
+        assert (
+            pf.outbox_count(tmp_path / "outbox.db", "kind = 'blob_chunk'") == 391
+        )  # committed, no collector
         coll = pf.collector(tmp_path, db, grpc_port=port)
-        pf.wait_until(lambda: pf.outbox_acked(tmp_path / "outbox.db") >= 8, 60, "part of the photo acked")
+        acked = lambda: pf.outbox_acked(tmp_path / "outbox.db")  # noqa: E731
+        pf.wait_until(lambda: acked() >= 8, 60, "part of the photo acked", interval=0.005)
+        link.blackhole()  # the upload stops here (at most a window of 2 more chunks lands)
         agent.kill9()  # mid-upload
         assert pf.outbox_unacked(tmp_path / "outbox.db") > 0, "the photo went up before the kill"
+        link.restore()
         agent = pf.agent(tmp_path, config)
         pf.wait_until(lambda: pf.outbox_unacked(tmp_path / "outbox.db") == 0, 120, "every chunk acked")
         listed = blob_cli("list", "--db", str(db))
@@ -277,3 +284,4 @@ def test_photo_arrives_whole_once_across_outage_and_sigkill(tmp_path: Path) -> N
         agent.stop()
         if coll:
             coll.stop()
+        link.close()
