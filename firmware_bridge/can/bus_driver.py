@@ -1,7 +1,9 @@
 """CAN I/O: a live bus through any python-can interface, and recorded logs, into ``Signal`` readings.
 
-python-can is imported only when a bus is opened or a log is read, so an agent without a CAN bus
-never loads it. Decoding is the pure :class:`CanDecoder`'s job; this module only moves frames.
+python-can is imported only when a bus other than SocketCAN is opened or a log is read, so an
+agent without a CAN bus never loads it, and the van's ``socketcan`` bus is read with the standard
+library (:mod:`firmware_bridge.can.socketcan`). Decoding is the pure :class:`CanDecoder`'s job;
+this module only moves frames.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from firmware_bridge.can.decoder import CanDecoder
 from firmware_bridge.can.log_reader import read_frames
+from firmware_bridge.can.socketcan import SocketCanBus
 from firmware_bridge.driver import Driver
 from protocols.errors import DeviceError
 from protocols.records import Signal
@@ -52,8 +55,11 @@ def iter_signals_from_log(
 class CanDriver(Driver[Signal]):
     """A live CAN bus: ``socketcan``/``can0`` on the van, ``virtual`` in tests, any python-can interface.
 
-    The driver shares the decoder's ``rejects``, so bad frames and bus-level rejects add up in one
-    place. A bus error (interface down, adapter unplugged) closes the bus and reopens it with backoff.
+    ``socketcan`` is read by our standard-library reader unless ``bus_options`` asks for more than
+    it implements (``fd``): then python-can's own ``socketcan`` interface is used.
+
+        The driver shares the decoder's ``rejects``, so bad frames and bus-level rejects add up in one
+        place. A bus error (interface down, adapter unplugged) closes the bus and reopens it with backoff.
     """
 
     kind = "can"
@@ -81,10 +87,18 @@ class CanDriver(Driver[Signal]):
         self.max_batch = max_batch
         self.frames = 0
         self._bus: Any = None
+        self._bus_errors: tuple[type[Exception], ...] = ()  # the bus library's errors (DeviceError)
 
     def _open(self) -> None:
+        if self.interface == "socketcan" and set(self.bus_options) <= {"fd"}:
+            self._bus = SocketCanBus(
+                str(self.channel), rejects=self.rejects, fd=bool(self.bus_options.get("fd", False))
+            )
+            self._bus_errors = ()  # it raises DeviceError itself
+            return
         import can
 
+        self._bus_errors = (can.CanError,)
         options = dict(self.bus_options)
         if self.bitrate:
             options["bitrate"] = self.bitrate
@@ -94,8 +108,6 @@ class CanDriver(Driver[Signal]):
             raise DeviceError(f"{self.interface}/{self.channel}: {exc}") from exc
 
     def _read(self, timeout: float) -> Sequence[Signal]:
-        import can
-
         bus = self._bus
         out: list[Signal] = []
         try:
@@ -113,7 +125,7 @@ class CanDriver(Driver[Signal]):
                 if n >= self.max_batch:
                     break
                 message = bus.recv(0)
-        except can.CanError as exc:
+        except self._bus_errors as exc:
             raise DeviceError(f"{self.interface}/{self.channel}: {exc}") from exc
         return out
 
