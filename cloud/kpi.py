@@ -90,9 +90,16 @@ class Counts:
         }
 
 
+def _event_time(record: Mapping[str, Any]) -> tuple[float, int]:
+    """Signals carry ``t`` (seconds), the other kinds ``time`` (ISO 8601): one time axis for both,
+    so energy drops are taken in the order they happened, not the order they were stored."""
+    t = record.get("t")
+    return (float(t) if t is not None else parse_iso_time(record["time"]), record["seq"])
+
+
 def van_counts(records: Iterable[Mapping[str, Any]], windows: Mapping[tuple[str, str], Window]) -> Counts:
     """One van's counts from its records of one day (export JSON form, any order)."""
-    rows = sorted(records, key=lambda r: (r.get("time") or "", r["seq"]))
+    rows = sorted(records, key=_event_time)
     c = Counts()
     fixes = [r for r in rows if r["kind"] == "fix"]
     for a, b in itertools.pairwise(fixes):
