@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from agent.stages.geofence import GeofenceStage
 from agent.systemd import Notifier
 from agent.timebase import Arrival, Clock, TimeBase
 from agent.uplink import Backoff, Transport, Uplink
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, InputError
 from protocols.records import DocumentStatus, Tick
 from protocols.tls import TlsFiles
 
@@ -86,6 +87,46 @@ def transport_factory(config: AgentConfig) -> Callable[[], Transport] | None:
     return lambda: MqttTransport(up.target, config.vehicle.id, up.keepalive_s, up.window, tls=tls)
 
 
+LOCAL_ONLY = ("vehicle", "outbox", "documents")
+"""Sections a signed configuration never replaces: who the van is, where its data and its
+accepted documents live, and whose signatures it believes."""
+LOCAL_UPLINK = ("tls_ca", "tls_cert", "tls_key", "insecure_local_test")
+"""Uplink settings a signed configuration never replaces: it cannot turn TLS off."""
+
+
+def with_config_in_force(config: AgentConfig) -> AgentConfig:
+    """``config`` with the accepted signed configuration (``documents/config.envelope``) laid
+    over it: each section the document names replaces the local one whole, except
+    :data:`LOCAL_ONLY` and :data:`LOCAL_UPLINK`. The envelope is checked again (signature and
+    vehicle; it was fully checked when accepted); one that no longer checks is logged and ignored,
+    so the local file stays in force."""
+    if not config.documents.trusted_keys:
+        return config
+    from agent.config import build
+    from agent.documents import DocumentStore, load_trust
+    from protocols import envelope
+
+    data = DocumentStore(config.outbox.path.parent / "documents").in_force("config")
+    if data is None:
+        return config
+    try:
+        doc = envelope.open_envelope(data, load_trust(Path(config.documents.trusted_keys), 1))
+        raw = tomllib.loads(doc.body.decode("utf-8"))
+        raw["vehicle"] = {"id": config.vehicle.id}
+        if doc.kind != "config" or doc.vehicle not in (None, config.vehicle.id):
+            raise envelope.EnvelopeError("wrong_vehicle", str(doc.vehicle))
+        signed = build(AgentConfig, raw, "signed configuration")
+    except (InputError, ValueError) as exc:
+        log.error("signed configuration in force ignored (%s): the local file applies", exc)
+        return config
+    sections = {name: getattr(signed, name) for name in raw if name not in LOCAL_ONLY}
+    if "uplink" in sections:
+        keep = {name: getattr(config.uplink, name) for name in LOCAL_UPLINK}
+        sections["uplink"] = dataclasses.replace(sections["uplink"], **keep)
+    log.info("signed configuration version %d in force: %s", doc.version, ", ".join(sorted(sections)))
+    return dataclasses.replace(config, **sections)
+
+
 class Agent:
     """The live van. ``core`` and ``effect_handlers`` default to the van's own; tests pass theirs.
     ``wall_clock`` and ``mono_clock`` are read only here (and by the outbox), never in the core."""
@@ -99,6 +140,7 @@ class Agent:
         core: Core | None = None,
         effect_handlers: Mapping[str, Handler] | None = None,
     ) -> None:
+        config = with_config_in_force(config)
         self.config = config
         self._clock = wall_clock
         self._mono = mono_clock

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import load
 from agent.runtime import Agent
+from agent.stages.geofence import GeofenceStage
 from protocols import envelope
 from protocols.records import iso_time, parse_iso_time
 from tests.pipeline_fixtures import ROOT, agent_config, outbox_records, wait_until
@@ -221,7 +222,7 @@ def test_documents_do_not_wait_for_a_first_fix(tmp_path: Path, caplog: pytest.Lo
     scans.write_text("43250701029999\n")
     sources = f'[scanner]\ndriver = "scan-file"\npath = "{scans}"\n\n[documents]\ntrusted_keys = "{pem}"\n'
     van = Agent(load(agent_config(tmp_path, "van-r", "none", "", sources=sources)))
-    body = b'[vehicle]\nid = "van-r"\n[route]\nband_m = 12.0\n'
+    body = b'[vehicle]\nid = "van-r"\n[route]\nband_m = 12.0\n[uplink]\ninsecure_local_test = false\n'
     doc = envelope.sign(body, [FLEET], kind="config", version=4, expires=time.time() + 3600, vehicle="van-r")
     thread = threading.Thread(target=van.run)
     caplog.set_level("INFO", "dropline.agent")
@@ -245,3 +246,12 @@ def test_documents_do_not_wait_for_a_first_fix(tmp_path: Path, caplog: pytest.Lo
     finally:
         van.stop_requested.set()
         thread.join(30)
+    # The next start: the signed [route] is in force, the local TLS choice is not the document's
+    again = Agent(load(tmp_path / "agent.toml"))
+    try:
+        assert again.config.route.band_m == 12.0 and van.config.route.band_m != 12.0
+        geofence = next(s for s in again.core.stages if isinstance(s, GeofenceStage))
+        assert geofence.geofence.rules.band_m == 12.0
+        assert again.config.uplink.insecure_local_test is True
+    finally:
+        again.outbox.close()

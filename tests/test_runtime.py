@@ -80,6 +80,9 @@ def codes(db: Path) -> list[str]:
 
 def test_live_run_keeps_event_time_and_order_and_fires_timers(running: tuple[Agent, Path]) -> None:
     van, db = running
+    # on GNSS time once a fix gave it (before, a document is stamped on the wall clock:
+    # tests/test_live_route.py)
+    wait_until(lambda: van.timebase.offset is not None, 30, "the first fix")
     van.submit_document("manifest", b"{}")
     wait_until(
         lambda: (
