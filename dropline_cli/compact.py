@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,6 +58,31 @@ def _pb(fixes: list[Fix]) -> list[pb.Fix]:
     return [pb.Fix.FromString(encode_body(f)[1]) for f in fixes]
 
 
+def max_sed_m(fixes: list[Fix], kept: list[Fix]) -> float:
+    """The largest distance from a fix to ``kept`` interpolated at the fix's time, in metres:
+    where time goes back, the nearest of the kept segments spanning that time."""
+    worst = 0.0
+    times = [k.time for k in kept]
+    pairs = list(itertools.pairwise(kept)) or [(k, k) for k in kept]
+    ordered = times == sorted(times)
+    for f in fixes if kept else ():
+        if ordered:
+            lo = max(0, min(len(pairs) - 1, bisect.bisect_left(times, f.time) - 1))
+            hi = max(lo, min(len(pairs) - 1, bisect.bisect_right(times, f.time) - 1))
+            spans = pairs[lo : hi + 1]
+        else:
+            spans = [(a, b) for a, b in pairs if a.time <= f.time <= b.time] or pairs
+        best = math.inf
+        for a, b in spans:
+            r = 0.0 if b.time <= a.time else min(1.0, max(0.0, (f.time - a.time) / (b.time - a.time)))
+            dlon = b.lon - a.lon
+            dlon = dlon - 360 if dlon > 180 else dlon + 360 if dlon < -180 else dlon
+            lat, lon = a.lat + (b.lat - a.lat) * r, a.lon + dlon * r
+            best = min(best, track_codec.distance_m(f.lat, f.lon, lat, lon))
+        worst = max(worst, best)
+    return worst
+
+
 def stats(
     fixes: list[Fix], max_error_m: float, batch_s: float, max_hold_s: float = 60.0, reference: bool = True
 ) -> dict[str, float]:
@@ -75,17 +102,7 @@ def stats(
     sent = sum(
         len(wire.encode_batch(VEHICLE, 1, compress=True, segments=[s])) + HEADER_BYTES for s in segments
     )
-    worst = 0.0
-    times = [k.time for k in kept]
-    for f in fixes:
-        i = max(0, min(len(kept) - 2, bisect.bisect_right(times, f.time) - 1))
-        a, b = kept[i], kept[min(i + 1, len(kept) - 1)]
-        r = 0.0 if b.time <= a.time else min(1.0, max(0.0, (f.time - a.time) / (b.time - a.time)))
-        dlon = b.lon - a.lon
-        dlon = dlon - 360 if dlon > 180 else dlon + 360 if dlon < -180 else dlon
-        worst = max(
-            worst, track_codec.distance_m(f.lat, f.lon, a.lat + (b.lat - a.lat) * r, a.lon + dlon * r)
-        )
+    worst = max_sed_m(fixes, kept)
     n = max(1, len(fixes))
     return {
         "fixes": len(fixes),

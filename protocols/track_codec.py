@@ -377,7 +377,7 @@ def _eg_cost(values: list[int], k: int) -> int:
 def _eg_order(values: list[int]) -> int:
     """The exp-Golomb order that codes ``values`` in the fewest bits, searched around the order
     their mean suggests (cost is convex in k)."""
-    k = max(0, (sum(values) // len(values)).bit_length() - 1)
+    k = min(MAX_ORDER, max(0, (sum(values) // len(values)).bit_length() - 1))
     cost = _eg_cost(values, k)
     while k > 0:
         lower = _eg_cost(values, k - 1)

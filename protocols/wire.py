@@ -183,12 +183,15 @@ def encode_batch(
     segments: Sequence[Segment] = (),
 ) -> bytes:
     """A serialised ``Batch`` of whole records and/or segments; with ``compress`` the body
-    travels zlib-compressed in ``packed`` (header fields stay readable, see ``peek_header``)."""
+    travels zlib-compressed in ``packed`` when that is smaller (header fields stay readable, see
+    ``peek_header``)."""
     head = _field(_TAG_VEHICLE, vehicle.encode()) + _TAG_BATCH_ID + varint(batch_id)
     body = frame_records(records) + b"".join([_field(_TAG_SEGMENT, frame_segment(s)) for s in segments])
     if not compress:
         return head + body
     packed = zlib.compress(body, 1)
+    if len(packed) + 4 >= len(body):  # a compacted track does not shrink: zlib would only add
+        return head + body
     return head + _TAG_COMPRESSION + varint(pb.COMPRESSION_ZLIB) + _field(_TAG_PACKED, packed)
 
 
@@ -260,6 +263,8 @@ def decode_batch(
     elif batch.compression != pb.COMPRESSION_NONE or batch.packed:
         raise WireError("unknown_compression")
     count = len(batch.records)
+    if count > max_records:
+        raise WireError("too_many_records")
     tracks: dict[int, tuple[int | None, list[int]]] = {}
     for i, segment in enumerate(batch.segments):
         if segment.codec == pb.CODEC_TRACK_V1:
