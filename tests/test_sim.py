@@ -55,7 +55,7 @@ def test_each_scenario_changes_the_day(scenario: str) -> None:
         assert sorted(scans) == sorted(parcels)
         assert day.steps[[i for i, s in enumerate(day.steps) if s.scans][-1]].scans != ()
     elif scenario == "wrong-stop":
-        assert len(scans) == len(parcels) + 1 and scans.count(parcels[0]) == 2
+        assert sorted(scans) == sorted(parcels) and scans.index(parcels[0]) > scans.index(parcels[2])
     elif scenario == "battery":
         assert day.steps[0].soc_pct < 10 and day.steps[-1].soc_pct < day.steps[0].soc_pct - 1
     elif scenario == "agent-restart":
@@ -73,13 +73,13 @@ def test_a_short_day_through_the_real_drivers(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "outbox.db") as db:
         rows = db.execute("SELECT seq, kind, body FROM records ORDER BY seq").fetchall()
     records = [to_json(from_body(seq, kind, body)) for seq, kind, body in rows]
-    scans = [r["raw"] for r in records if "raw" in r]
+    scans = [r["raw"] for r in records if r["kind"] == "scan"]
     assert scans == [x for s in day.steps for x in s.scans]
     socs = {
         round(r["value"], 1) for r in records if str(r.get("signal", "")).endswith("StateOfCharge.Current")
     }
     assert socs and socs <= {round(s.soc_pct, 1) for s in day.steps}
     planned = {(round(s.position.lat, 5), round(s.position.lon, 5)) for s in day.steps if s.position}
-    fixes = [r for r in records if "lat" in r and "raw" not in r]
+    fixes = [r for r in records if r["kind"] == "fix"]
     assert len(fixes) >= len(day.steps) // 2
     assert {(round(f["lat"], 5), round(f["lon"], 5)) for f in fixes} <= planned

@@ -22,7 +22,7 @@ SCENARIOS = (
     "late-stop",  # 20 minutes stuck before the last stop: it is reached after its window
     "extended-dwell",  # the first stop takes five times its service time
     "scan-outside-fence",  # one parcel of the first stop is scanned 300 m down the road
-    "wrong-stop",  # the first stop's parcel is scanned at the second stop
+    "wrong-stop",  # the first stop's first parcel is left in the van and scanned at the second
     "battery",  # the day starts at 9 % state of charge: it will not last
     "agent-restart",  # the agent is killed mid-day and started again (the player's job)
 )
@@ -145,6 +145,8 @@ def plan(
             break
         stop = stop_docs[leg]
         parcels = list(stop["parcels"])  # type: ignore[call-overload]
+        if "wrong-stop" in scenarios and leg == 0:
+            parcels.pop(0)  # left in the van: scanned at the second stop instead
         if "wrong-stop" in scenarios and leg == 1:
             parcels.append(str(stop_docs[0]["parcels"][0]))  # type: ignore[index]
         outside = parcels.pop() if "scan-outside-fence" in scenarios and leg == 0 else None
