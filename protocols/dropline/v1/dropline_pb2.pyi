@@ -621,7 +621,7 @@ class Segment(_message.Message):
     """columnar codecs: every record of the segment in one blob"""
     @_builtins.property
     def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """one per record, in the order of the records"""
+        """CODEC_MESSAGES: one per record, in order; CODEC_TRACK_V1: runs (see wire.py)"""
 
     @_builtins.property
     def bodies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
