@@ -9,7 +9,10 @@ local ``dropline collector``. ``AGENT_LOAD_BIIP_TABLE=1`` loads biip's own compa
 first (the figure before firmware_bridge/scanner/gs1_prefixes.py). python-can's virtual bus lives
 inside one process, so the agent process also runs the thread that sends the frames (prepared
 before the agent starts: a list of frames and one ``send`` every 10 ms; counted in the agent's
-figures, which is the honest side).
+figures, which is the honest side). ``--can-interface socketcan --can-channel vcan0`` (a Linux
+with ``vcan``: ``ip link add vcan0 type vcan; ip link set vcan0 up``) reads the bus with the
+standard-library SocketCAN reader instead, and the frames are sent from this bench process, so
+python-can is not in the agent's figures.
 
 Memory is ``/proc/<pid>/status`` (VmHWM peak, VmRSS sampled each second: "steady" is the median of
 the second half); CPU is utime+stime from ``/proc/<pid>/stat`` over the run after a warm-up,
@@ -57,7 +60,7 @@ def open_pty() -> tuple[int, str]:
     return master, path
 
 
-def sources(gps_port: str, scan_port: str) -> str:
+def sources(gps_port: str, scan_port: str, can_interface: str, can_channel: str) -> str:
     return f"""
 [gps]
 driver = "nmea-serial"
@@ -65,8 +68,8 @@ port = "{gps_port}"
 
 [can]
 driver = "python-can"
-interface = "virtual"
-channel = "{CHANNEL}"
+interface = "{can_interface}"
+channel = "{can_channel}"
 dbc = "{KONA / "pcan.dbc"}"
 mapping = "kona_ev"
 
@@ -76,13 +79,42 @@ port = "{scan_port}"
 """
 
 
-def child(config: str, rate: float) -> int:
-    """In the agent process: send the Kona log's frames at ``rate`` a second, and run the agent."""
+def socketcan_feeder(channel: str, rate: float, stop: threading.Event) -> threading.Thread:
+    """In this bench process: the Kona log's frames at ``rate`` a second on a SocketCAN interface."""
+    import socket
+
+    import can
+    from can.interfaces.socketcan.socketcan import build_can_frame
+
+    frames = [build_can_frame(m) for m in can.LogReader(str(CAN_LOG)) if not m.is_error_frame][:2000]
+    sock = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
+    sock.bind((channel,))
+
+    def feed() -> None:
+        due = time.monotonic()
+        for i in itertools.count():
+            if stop.is_set():
+                break
+            sock.send(frames[i % len(frames)])
+            due += 1.0 / rate
+            stop.wait(max(0.0, due - time.monotonic()))
+        sock.close()
+
+    thread = threading.Thread(target=feed, name="socketcan-feeder", daemon=True)
+    thread.start()
+    return thread
+
+
+def child(config: str, rate: float, can_interface: str) -> int:
+    """In the agent process: send the Kona log's frames at ``rate`` a second (on python-can's
+    virtual bus; a SocketCAN bus is fed from the bench process), and run the agent."""
     if os.environ.get("AGENT_LOAD_BIIP_TABLE") == "1":  # "before": biip's own prefix module
         import biip.gs1_prefixes  # noqa: F401
-    import can
-
     from dropline_cli import agent as agent_cmd
+
+    if can_interface == "socketcan":
+        return agent_cmd.run(argparse.Namespace(config=Path(config), describe_config=False))
+    import can
 
     frames = [m for m in can.LogReader(str(CAN_LOG)) if not m.is_error_frame][:2000]
     stop = threading.Event()
@@ -137,7 +169,13 @@ def status_mb(pid: int) -> dict[str, float]:
 
 
 def run(
-    seconds: float, warmup: float, transport: str, can_rate: float, scan_every: float
+    seconds: float,
+    warmup: float,
+    transport: str,
+    can_rate: float,
+    scan_every: float,
+    can_interface: str = "virtual",
+    can_channel: str = CHANNEL,
 ) -> dict[str, float]:
     scans = [s for s in (DATA / "barcodes" / "scans_raw.txt").read_text().splitlines() if s.strip()]
     positions = trace()
@@ -151,7 +189,13 @@ def run(
             raise SystemExit("only grpc here (MQTT needs a broker: bench/uplink.py starts one)")
         gps_master, gps_port = open_pty()
         scan_master, scan_port = open_pty()
-        config = agent_config(tmp, "van-load", transport, target, sources=sources(gps_port, scan_port))
+        config = agent_config(
+            tmp,
+            "van-load",
+            transport,
+            target,
+            sources=sources(gps_port, scan_port, can_interface, can_channel),
+        )
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         with (tmp / "agent.log").open("wb") as log:
             proc = subprocess.Popen(
@@ -163,6 +207,8 @@ def run(
                     str(config),
                     "--can-rate",
                     str(can_rate),
+                    "--can-interface",
+                    can_interface,
                 ],
                 stdout=log,
                 stderr=log,
@@ -170,6 +216,9 @@ def run(
                 env=env,
             )
         rss: list[float] = []
+        feeding = threading.Event()
+        if can_interface == "socketcan":
+            socketcan_feeder(can_channel, can_rate, feeding)
         try:
             start = time.monotonic()
             cpu0 = wall0 = None
@@ -193,6 +242,7 @@ def run(
             cpu = 100.0 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
             final = status_mb(proc.pid)
         finally:
+            feeding.set()
             proc.terminate()
             proc.wait(30)
             hub.stop()
@@ -218,11 +268,21 @@ def main() -> None:
     parser.add_argument("--transport", default="grpc", choices=("grpc",))
     parser.add_argument("--can-rate", type=float, default=100.0, help="CAN frames a second")
     parser.add_argument("--scan-every", type=float, default=60.0, help="seconds between scans")
+    parser.add_argument("--can-interface", default="virtual", choices=("virtual", "socketcan"))
+    parser.add_argument("--can-channel", default=CHANNEL, help="e.g. vcan0 with --can-interface socketcan")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        raise SystemExit(child(args.child, args.can_rate))
-    r = run(args.seconds, args.warmup, args.transport, args.can_rate, args.scan_every)
+        raise SystemExit(child(args.child, args.can_rate, args.can_interface))
+    r = run(
+        args.seconds,
+        args.warmup,
+        args.transport,
+        args.can_rate,
+        args.scan_every,
+        args.can_interface,
+        args.can_channel,
+    )
     print(
         f"agent, {args.seconds:.0f} s at 1 Hz GNSS, {args.can_rate:.0f} CAN frames/s, a scan every"
         f" {args.scan_every:.0f} s, {args.transport} uplink"

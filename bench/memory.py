@@ -45,6 +45,7 @@ MODULES = {
     "protocols.dropline.v1.dropline_pb2": "our generated schema",
     "paho.mqtt.client": "paho-mqtt (MQTT uplink)",
     "cantools": "cantools (DBC)",
+    "cantools.database": "cantools' database alone (its package __init__ still imports python-can)",
     "can": "python-can",
     "pynmea2": "pynmea2",
     "serial": "pyserial",
@@ -56,6 +57,9 @@ MODULES = {
     "agent.transport_grpc": "our gRPC transport",
     "firmware_bridge.gps.serial_nmea": "our NMEA driver",
     "firmware_bridge.can.bus_driver": "our CAN driver",
+    "firmware_bridge.can.socketcan": "our stdlib SocketCAN reader (no python-can)",
+    "protocols.body_encoder": "our hand body encoder (no protobuf)",
+    "agent.outbox": "our outbox (encodes with the hand encoder)",
     "firmware_bridge.scanner.serial_scanner": "our scanner driver",
 }
 

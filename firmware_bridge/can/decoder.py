@@ -103,7 +103,6 @@ class CanDecoder:
     ) -> None:
         if mapping is not None:
             mapping.check(db)
-        self.db = db
         self.mapping = mapping
         self.only_mapped = (mapping.only_mapped if mapping else False) if only_mapped is None else only_mapped
         if self.only_mapped and mapping is None:
