@@ -1,13 +1,16 @@
 """The dispatcher's and the customer's pages in a real headless Chromium (Debian ``chromium`` +
 ``chromium-driver``, driven by raw W3C WebDriver calls: no Selenium Manager, nothing downloaded).
 A collector serves the pages while the Munich drive is fed through its ingest path; the pages
-must follow it live, without a reload, and a wrong or expired link must show nothing."""
+must follow it live, without a reload, and a wrong or expired link must show nothing. The second
+test does it end to end: ``dropline collector`` and ``dropline agent`` subprocesses, the agent
+driving the route-day case (Munich drive, its manifest) over gRPC into the collector."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,8 +24,16 @@ from cloud.ingest import Ingest
 from cloud.store import SqliteStore
 from cloud.tokens import Tokens
 from protocols import convert, wire
-from protocols.records import Alert, Eta, Record
-from tests.pipeline_fixtures import free_port, load_barefoot, wait_port
+from protocols.records import Alert, Eta, Record, parse_iso_time
+from tests.pipeline_fixtures import (
+    ROOT,
+    Proc,
+    agent_config,
+    export,
+    free_port,
+    load_barefoot,
+    wait_port,
+)
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -172,4 +183,119 @@ def test_pages_follow_the_drive_live(tmp_path: Path, browser: Browser) -> None:
             assert text.strip() == "This link is not valid."
             assert VAN not in browser.js("return document.documentElement.outerHTML")
     finally:
+        collector.stop()
+
+
+ROUTE_DAY = ROOT / "tests" / "cases" / "route-day"
+DRIVE = ROOT / "examples" / "munich-drive.jsonl"
+
+
+def dropline(*args: str) -> Any:
+    """A ``dropline`` subcommand's one JSON line of output."""
+    out = subprocess.run(
+        [sys.executable, "-m", "dropline_cli", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    return json.loads(out.stdout)
+
+
+def test_dispatcher_follows_a_real_agent(tmp_path: Path, browser: Browser) -> None:
+    """Truth from the inputs: the drive's last fix is where the van ends; the case's expected
+    records (route-day) raise ``extended_dwell`` at S1 and ``restricted_zone`` at fix 700 from GPS
+    alone. The agent replays the 1,194 fixes at 5 ms each (about 200 times real time)."""
+    van = "van-live"
+    plans = tmp_path / "manifests"
+    plans.mkdir()
+    manifest = json.loads((ROUTE_DAY / "manifest.json").read_text()) | {"vehicle": van}
+    (plans / "route.json").write_text(json.dumps(manifest))
+    db = tmp_path / "collector.db"
+    grpc_port, http_port = free_port(), free_port()
+    collector = Proc(
+        [
+            "collector",
+            "--db",
+            str(db),
+            "--insecure",
+            "--grpc",
+            f"127.0.0.1:{grpc_port}",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--manifests",
+            str(plans),
+        ],
+        tmp_path / "collector.log",
+    ).start()
+    config = agent_config(
+        tmp_path,
+        van,
+        "grpc",
+        f"127.0.0.1:{grpc_port}",
+        sources=f"""
+[gps]
+driver = "trace-file"
+path = "{DRIVE}"
+replay_interval_s = 0.005
+
+[route]
+manifest = "{plans / "route.json"}"
+""",
+    )
+    agent = Proc(["agent", "--config", str(config)], tmp_path / "agent.log")
+    try:
+        wait_port(http_port, 30)
+        wait_port(grpc_port, 30)
+        base = f"http://127.0.0.1:{http_port}"
+        read = dropline("token", "create", "--db", str(db), "--role", "read")["token"]
+        share = ["share", "--db", str(db), "--manifests", str(plans), "--vehicle", van, "--base", base]
+        expired = dropline(*share, "--ttl-h", "0.0001", "S2")  # 0.36 s
+        valid = dropline(*share, "S2")
+
+        browser.open(f"{base}/#token={read}")
+        browser.wait("return document.getElementById('live').dataset.synced", "the live stream connected")
+        browser.js("window.__sameDocument = 42; return 1")
+        assert browser.js(f"return document.getElementById('van-{van}')") is None
+        agent.start()
+        seen = browser.wait(
+            f"const c = document.getElementById('van-{van}'); return c && c.dataset.lat",
+            "the van on the map",
+        )
+        last = json.loads(DRIVE.read_text().splitlines()[-1])
+        browser.wait(
+            f"return Number(document.getElementById('van-{van}').dataset.lat) === {round(last['lat'], 7)}",
+            "the van at the drive's last fix without a reload",
+            timeout=60,
+        )
+        assert float(seen) != pytest.approx(last["lat"], abs=1e-7), "it moved: first seen elsewhere"
+        browser.wait(
+            "const codes = [...document.querySelectorAll('#exceptions li')].map((li) => li.dataset.code);"
+            " return codes.includes('extended_dwell') && codes.includes('restricted_zone')",
+            "the route stage's exceptions in the list",
+            timeout=60,
+        )
+        assert browser.js("return window.__sameDocument") == 42  # no reload happened
+
+        browser.open(base + valid["path"])
+        browser.wait("return document.getElementById('window').innerText.includes(' - ')", "S2's window")
+        s2 = [r["status"] for r in export(db, "all") if r["kind"] == "stop_update" and r["stop"] == "S2"]
+        assert s2 and browser.js("return document.getElementById('status').innerText") == s2[-1]
+        assert "S1" not in browser.js("return document.body.innerText")
+        while time.time() < parse_iso_time(expired["expires"]):
+            time.sleep(0.1)
+        forged = valid["path"][:-2] + ("yy" if valid["path"].endswith("xx") else "xx")
+        for wrong in (expired["path"], forged):
+            browser.open(base + wrong)
+            text = browser.wait(
+                "return document.readyState === 'complete' && document.body.innerText", "a page"
+            )
+            assert text.strip() == "This link is not valid."
+            assert van not in browser.js("return document.documentElement.outerHTML")
+    except BaseException:
+        print("collector:", collector.tail(), "agent:", agent.tail(), sep="\n")
+        raise
+    finally:
+        agent.stop()
         collector.stop()
