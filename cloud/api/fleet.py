@@ -84,7 +84,7 @@ def deliveries(request: Request) -> JSONResponse:
 
 def blob(request: Request) -> Response:
     require(request)
-    found = reads.photos(_db(request), _vehicle(request)).get(str(request.path_params["blob"]))
+    found = reads.photo(_db(request), _vehicle(request), str(request.path_params["blob"]))
     if found is None:
         raise HTTPException(404, "no such complete photo")
     return Response(

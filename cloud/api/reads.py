@@ -5,6 +5,9 @@ waits for the ingest's writer (WAL) and sees one committed snapshot. Records com
 export JSON form (``protocols.convert.to_json``) with ``vehicle``; views fill in as record kinds
 appear: a van without a manifest simply has no stops, ETAs or proofs of delivery.
 
+Photos come from the collector's reassembly (``cloud.blobs``, ``<db>.blobs``): each verified
+once when its last chunk arrived, never rebuilt from the chunk records per request.
+
 Exceptions are alerts of severity ``warning`` or worse; one is cleared by a later ``<code>_cleared``
 alert carrying the same ``attrs`` (the route stage copies them), and ``gps_lost`` by
 ``gps_restored``.
@@ -12,8 +15,6 @@ alert carrying the same ``attrs`` (the route stage copies them), and ``gps_lost`
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud.blobs import Blobs, blobs_path
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 
@@ -165,34 +167,51 @@ def vehicle_state(path: Path, vehicle: str, position: dict[str, Any] | None) -> 
 
 @dataclass(frozen=True, slots=True)
 class Photo:
-    """A reassembled blob whose bytes match its SHA-256."""
+    """A reassembled blob whose bytes matched its SHA-256 (``cloud.blobs``); ``data`` is loaded
+    only by :func:`photo`, so listing the proofs of a day never reads the images."""
 
     blob: str
     delivery: str
     media_type: str
-    data: bytes
+    size: int
+    data: bytes = b""
+
+
+def _blobs(path: Path) -> Blobs | None:
+    """The collector's reassembled blobs beside the store, read-only; None before it has any."""
+    where = blobs_path(path)
+    return Blobs(where, readonly=True) if where.exists() else None
+
+
+def _complete(blobs: Blobs, vehicle: str) -> dict[str, Photo]:
+    return {
+        b["blob"]: Photo(b["blob"], b["delivery"], b["media_type"], b["size"])
+        for b in blobs.list(vehicle)
+        if b["complete"]
+    }
 
 
 def photos(path: Path, vehicle: str) -> dict[str, Photo]:
-    """Complete blobs by id: every chunk present and the joined bytes match ``sha256``;
-    incomplete or mismatching ones are left out until the rest arrives."""
-    chunks: dict[str, dict[int, pb.BlobChunk]] = {}
-    with closing(connect(path)) as db:
-        for (body,) in db.execute(
-            "SELECT body FROM records WHERE vehicle = ? AND kind = 'blob_chunk' ORDER BY seq", (vehicle,)
-        ):
-            c = pb.Record.FromString(body).blob_chunk
-            chunks.setdefault(c.blob, {})[c.index] = c
-    out: dict[str, Photo] = {}
-    for blob, parts in chunks.items():
-        first = next(iter(parts.values()))
-        if sorted(parts) != list(range(first.count)):
-            continue
-        data = b"".join(parts[i].data for i in range(first.count))
-        if hashlib.sha256(data).hexdigest() != first.sha256.lower():
-            continue
-        out[blob] = Photo(blob, first.delivery, first.media_type, data)
-    return out
+    """Complete blobs by id, without their bytes: every chunk arrived and the joined bytes match
+    ``sha256``; incomplete or set-aside ones are left out until (unless) the rest arrives."""
+    blobs = _blobs(path)
+    if blobs is None:
+        return {}
+    with closing(blobs):
+        return _complete(blobs, vehicle)
+
+
+def photo(path: Path, vehicle: str, blob: str) -> Photo | None:
+    """One complete blob with its verified bytes, or None."""
+    blobs = _blobs(path)
+    if blobs is None:
+        return None
+    with closing(blobs):
+        found = _complete(blobs, vehicle).get(blob)
+        data = None if found is None else blobs.get(vehicle, blob)
+    if found is None or data is None:
+        return None
+    return Photo(found.blob, found.delivery, found.media_type, found.size, data)
 
 
 def deliveries(path: Path, vehicle: str) -> list[dict[str, Any]]:
@@ -202,13 +221,9 @@ def deliveries(path: Path, vehicle: str) -> list[dict[str, Any]]:
     for d in records(path, vehicle, ("delivery",)):
         key = f"{d['stop']}/{d['parcel']}"
         d["photos"] = [
-            {"blob": p.blob, "media_type": p.media_type, "bytes": len(p.data)}
+            {"blob": p.blob, "media_type": p.media_type, "bytes": p.size}
             for p in found.values()
             if p.delivery == key
         ]
         out.append(d)
     return out
-
-
-def data_url(photo: Photo) -> str:
-    return f"data:{photo.media_type};base64,{base64.b64encode(photo.data).decode()}"

@@ -132,7 +132,7 @@ def state(request: Request) -> JSONResponse:
 
 def photo(request: Request) -> Response:
     link = _link(request)
-    found = reads.photos(request.app.state.db, link.vehicle).get(str(request.path_params["blob"]))
+    found = reads.photo(request.app.state.db, link.vehicle, str(request.path_params["blob"]))
     if found is None or not found.delivery.startswith(f"{link.stop}/"):
         raise HTTPException(404, "not valid")
     return Response(found.data, media_type=found.media_type, headers={"Cache-Control": "no-store"})
