@@ -170,17 +170,18 @@ def test_signed_manifest_swaps_the_route_without_a_pause(tmp_path: Path) -> None
     lines = (tmp_path / "drive.jsonl").read_text().splitlines()
     swap_after = 768  # a chunk boundary of the replay driver: S1 departed (fix 479), S2 ahead (1031)
     gate = threading.Event()
-    with Live(config, CUT) as live:
-        gps = live.van.drivers[0]
-        read = gps._read
+    live = Live(config, CUT)
+    gps = live.van.drivers[0]
+    read = gps._read
 
-        def paused_read(timeout: float) -> Any:
-            if gps._pos >= swap_after and not gate.is_set():  # type: ignore[attr-defined]
-                time.sleep(0.05)
-                return ()
-            return read(timeout)
+    def paused_read(timeout: float) -> Any:  # installed before the driver starts
+        if gps._pos >= swap_after and not gate.is_set():  # type: ignore[attr-defined]
+            time.sleep(0.05)
+            return ()
+        return read(timeout)
 
-        gps._read = paused_read  # type: ignore[method-assign]
+    gps._read = paused_read  # type: ignore[method-assign]
+    with live:
         wait_until(lambda: live.count("fix") >= swap_after, 60, "the drive up to the swap")
         now = parse_iso_time(json.loads(lines[swap_after - 1])["time"])
         live.van.submit_document("manifest", signed_manifest(manifest, 3, now + 86400))
