@@ -49,9 +49,9 @@ class Collector:
         mqtt_url: str | None = None,
         client_id: str | None = None,
         ingest: Ingest | None = None,
+        tls: TlsFiles | None = None,
         http_addr: str | None = None,
         manifests: Path | None = None,
-        tls: TlsFiles | None = None,
     ) -> None:
         self.tls = tls  # mutual TLS on both transports; None = plaintext (local tests)
         self.mqtt_target = parse_mqtt_url(mqtt_url) if mqtt_url else None

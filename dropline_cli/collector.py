@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ingest from this broker: mqtt://[user[:password]@]host[:port] (MQTT 5, shared subscription)",
     )
     parser.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id; with one the broker keeps the session (and queued batches) across restarts",
+    )
+    parser.add_argument(
         "--http",
         metavar="ADDR",
         help="serve the control tower (API under /api/v1, dispatcher page at /, tracking links /t/...)"
@@ -55,11 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         type=Path,
         help="directory of manifest JSON files: stop windows and depots for KPIs and tracking pages",
-    )
-    parser.add_argument(
-        "--client-id",
-        metavar="ID",
-        help="MQTT client id; with one the broker keeps the session (and queued batches) across restarts",
     )
     parser.add_argument(
         "--tls-ca", metavar="PEM", help="CA that vans' certificates must chain to (dropline pki)"
@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
     from cloud.store import WriteResult
 
     if not args.grpc and not args.mqtt and not args.http:
-        raise UsageError("collector: give --grpc ADDR, --mqtt URL and/or --http ADDR, or nothing runs")
+        raise UsageError(
+            "collector: give --grpc ADDR, --mqtt URL and/or --http ADDR, or it has nothing to do"
+        )
     tls = _tls(args)
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger("dropline").setLevel(logging.INFO)  # a server says where it listens
@@ -164,9 +166,9 @@ def run(args: argparse.Namespace) -> int:
             mqtt_url=args.mqtt,
             client_id=args.client_id,
             ingest=ingest,
+            tls=tls,
             http_addr=args.http,
             manifests=args.manifests,
-            tls=tls,
         )
     except ValueError as exc:
         store.close()
