@@ -38,8 +38,8 @@ _MASK = 0xFFFFFFFFFFFFFFFF
 _EPS: cython.double = 1e-9
 # Record-to-record acceptance: a feasible local optimum up to this fraction above the best becomes
 # the next starting point; after _RESTART perturbations without a new best, restart from the best.
-_ACCEPT: cython.double = 0.004
-_RESTART: cython.int = 60
+_ACCEPT: cython.double = 0.01
+_RESTART: cython.int = 200
 _REACH: cython.int = 10  # a perturbation moves a stop by up to this many positions
 
 
