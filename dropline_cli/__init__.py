@@ -98,25 +98,20 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "dropline config push agent.toml.signed --vehicle van-7 --mqtt mqtt://broker:8883 "
         "--tls-ca pki/ca.pem --tls-cert pki/collectors/main.pem --tls-key pki/collectors/main.key",
     ),
+    ("config", "rollout"): (
+        "dropline_cli.config_cmd",
+        "staged rollout: push to a fraction of the fleet, widen on applied, abort past refusals",
+        "dropline config rollout agent.toml.signed --db collector.db --fraction 0.1 --abort-refusals 0.2",
+    ),
+    ("config", "rollout-status"): (
+        "dropline_cli.config_cmd",
+        "the rollouts and each van's outcome (--advance: take in reports, widen or abort)",
+        "dropline config rollout-status --db collector.db --advance",
+    ),
     ("geofence",): (
         "dropline_cli.geofence",
         "geofence enter/exit/dwell events of a trace against GeoJSON fences",
         "dropline geofence --fences fences.geojson examples/munich-drive.jsonl",
-    ),
-    ("resequence",): (
-        "dropline_cli.resequence",
-        "best visiting order for a TSPTW instance within a time limit (the van's resequencer)",
-        "dropline resequence tests/data/tsptw/dumas/n20w20.001.txt --time-limit 0.1 --seed 1",
-    ),
-    ("token", "create"): (
-        "dropline_cli.token",
-        "create an API token (read or admin) for the collector's HTTP API",
-        "dropline token create --db collector.db --role read",
-    ),
-    ("share",): (
-        "dropline_cli.share",
-        "print an expiring customer tracking link for one stop",
-        "dropline share S1 --db collector.db --base http://127.0.0.1:8080 --ttl-h 24",
     ),
     ("pki", "init"): (
         "dropline_cli.pki",
@@ -137,6 +132,21 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
         "dropline_cli.pki",
         "Mosquitto TLS listener + ACL by certificate CN: each van only its own topics",
         "dropline pki mosquitto-conf --dir pki --port 8883",
+    ),
+    ("resequence",): (
+        "dropline_cli.resequence",
+        "best visiting order for a TSPTW instance within a time limit (the van's resequencer)",
+        "dropline resequence tests/data/tsptw/dumas/n20w20.001.txt --time-limit 0.1 --seed 1",
+    ),
+    ("token", "create"): (
+        "dropline_cli.token",
+        "create an API token (read or admin) for the collector's HTTP API",
+        "dropline token create --db collector.db --role read",
+    ),
+    ("share",): (
+        "dropline_cli.share",
+        "print an expiring customer tracking link for one stop",
+        "dropline share S1 --db collector.db --base http://127.0.0.1:8080 --ttl-h 24",
     ),
     ("demo",): (
         "dropline_cli.demo",

@@ -5,7 +5,9 @@ to one vehicle (or a fleet), a version, an expiry and a kind; ``verify`` checks 
 public keys a van trusts and prints what it holds; ``push`` publishes one retained on each named
 van's documents topic, with a collector's certificate (the broker lets only collectors write there),
 and/or (``--db``) leaves it in the collector's pushed-documents table, which its gRPC streams send
-down to each named van (``cloud/documents.py``).
+down to each named van (``cloud/documents.py``). ``rollout`` pushes one to a fraction of the
+fleet first and widens or aborts on what the vans report (``cloud/rollout.py``);
+``rollout-status`` prints the rollouts (and with ``--advance`` moves the running ones on).
 """
 
 from __future__ import annotations
@@ -57,6 +59,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--tls-ca", metavar="PEM", help="CA of the broker's certificate (--mqtt)")
         parser.add_argument("--tls-cert", metavar="PEM", help="a collector's certificate (--mqtt)")
         parser.add_argument("--tls-key", metavar="PEM", help="its private key (--mqtt)")
+    elif action == "rollout":
+        parser.add_argument("file", type=Path, metavar="FILE", help="a signed envelope")
+        parser.add_argument(
+            "--db", required=True, type=Path, metavar="DB", help="the collector's SQLite store"
+        )
+        parser.add_argument("--fraction", type=float, default=0.1, help="of the vans in the first wave")
+        parser.add_argument("--abort-refusals", type=float, default=0.2, help="abort past this failed share")
+        parser.add_argument(
+            "--silent-after-s", type=float, default=600.0, help="no record since the push: failed"
+        )
+        parser.add_argument("--vehicles", nargs="+", metavar="V", help="the vans (default: all in the store)")
+    elif action == "rollout-status":
+        parser.add_argument(
+            "--db", required=True, type=Path, metavar="DB", help="the collector's SQLite store"
+        )
+        parser.add_argument("--advance", action="store_true", help="take in reports, widen or abort first")
 
 
 def _read(path: Path) -> bytes:
@@ -78,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         return _sign(args)
     if action == "push":
         return _push(args)
+    if action == "rollout":
+        return _rollout(args)
+    if action == "rollout-status":
+        return _rollout_status(args)
     return _verify(args)
 
 
@@ -223,3 +245,59 @@ def _push_db(db: Path, vehicles: list[str], kind: str, data: bytes) -> None:
             _print({"pushed": vehicle, "kind": kind, "id": push_id, "bytes": len(data), "db": str(db)})
     finally:
         table.close()
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    """Start a staged rollout of the envelope and push its first wave (``cloud/rollout.py``)."""
+    from cloud.rollout import Rollouts
+    from cloud.store import SqliteStore
+
+    data = _read(args.file)
+    try:
+        signed = json.loads(base64.b64decode(json.loads(data)["signed"]))
+        kind, version = str(signed["kind"]), int(signed["version"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{args.file}: not a signed envelope ({exc})") from None
+    if not args.db.exists():
+        raise UsageError(f"--db {args.db}: no such collector store")
+    vehicles = args.vehicles
+    if not vehicles:
+        store = SqliteStore(args.db, readonly=True)
+        try:
+            vehicles = [p.vehicle for p in store.vehicles()]
+        finally:
+            store.close()
+    rollouts = Rollouts(args.db)
+    try:
+        rid = rollouts.start(
+            kind,
+            version,
+            data,
+            vehicles,
+            fraction=args.fraction,
+            abort_refusals=args.abort_refusals,
+            silent_after_s=args.silent_after_s,
+        )
+        _print(rollouts.status(rid))
+    except ValueError as exc:
+        raise UsageError(f"config rollout: {exc}") from None
+    finally:
+        rollouts.close()
+    return 0
+
+
+def _rollout_status(args: argparse.Namespace) -> int:
+    """One JSON line per rollout, newest first; ``--advance`` moves running ones on first."""
+    from cloud.rollout import Rollouts
+
+    if not args.db.exists():
+        raise UsageError(f"--db {args.db}: no such collector store")
+    rollouts = Rollouts(args.db)
+    try:
+        for status in rollouts.all():
+            if args.advance and status["state"] == "running":
+                status = rollouts.advance(status["id"])
+            _print(status)
+    finally:
+        rollouts.close()
+    return 0
