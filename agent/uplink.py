@@ -102,9 +102,15 @@ class _InFlight:
     tx: Transaction
 
 
-def segments(records: Sequence[Stored]) -> list[wire.Segment]:
+NEEDS_REFERENCE = "track_needs_reference"
+"""Ack reason (cloud/ingest.py): the collector does not hold the track's reference fix; the
+seqs it left out of the ack come again, encoded without a reference."""
+
+
+def segments(records: Sequence[Stored], reference: tuple[int, pb.Fix] | None = None) -> list[wire.Segment]:
     """The records of a transaction as one segment per kind, each in upload order; fixes as one
-    compacted track segment (``CODEC_TRACK_V1``), which the collector decodes to the same fixes.
+    compacted track segment (``CODEC_TRACK_V1``), which the collector decodes to the same fixes,
+    starting from ``reference`` (seq and fix the collector acknowledged as stored) if given.
     A fix body that does not parse here travels as it is, for the collector to quarantine."""
     by_kind: dict[str, tuple[list[int], list[bytes]]] = {}
     for r in records:
@@ -128,7 +134,7 @@ def segments(records: Sequence[Stored]) -> list[wire.Segment]:
                 odd_seqs.append(seq)
                 odd_bodies.append(body)
         if fixes:
-            out.append(wire.track_segment(track_seqs, fixes))
+            out.append(wire.track_segment(track_seqs, fixes, reference))
         if odd_seqs:
             out.append(wire.Segment(kind, odd_seqs, odd_bodies))
     return out
@@ -166,6 +172,9 @@ class Uplink:
         self._monotonic = monotonic
         self._inflight: dict[int, _InFlight] = {}
         self._batch_id = 0
+        self.reference: tuple[int, pb.Fix] | None = None
+        """The last fix an ack said is stored (seq, fix): where the next track segments start.
+        None after a (re)connect, a resend or a collector that lacks it, until an ack says so."""
         self.stats = UplinkStats()
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -205,7 +214,9 @@ class Uplink:
             self._stop.wait(self.backoff.next_delay())
 
     def _release_all(self) -> None:
-        """Offer every unacked record again; the collector makes the duplicates harmless."""
+        """Offer every unacked record again; the collector makes the duplicates harmless. The
+        collector may be another one now (or restored): no reference until it acks a fix."""
+        self.reference = None
         self._inflight.clear()
         self.outbox.release_all()
 
@@ -229,9 +240,8 @@ class Uplink:
             if tx is None:
                 return
             self._batch_id += 1
-            payload = wire.encode_batch(
-                self.vehicle, self._batch_id, compress=self.compress, segments=segments(tx.records)
-            )
+            parts = segments(tx.records, self.reference)
+            payload = wire.encode_batch(self.vehicle, self._batch_id, compress=self.compress, segments=parts)
             self._inflight[self._batch_id] = _InFlight(self._monotonic(), tx)
             transport.send(payload)
             self.stats.batches_sent += 1
@@ -261,7 +271,12 @@ class Uplink:
         if ack.rejected:
             self._on_rejected(ack, tx)
             return
-        if ack.reason and not ack.stored and not ack.quarantined:
+        if ack.reason == NEEDS_REFERENCE:
+            # The collector lacks the reference fix: what it left out is released below and sent
+            # again, from no reference (later batches too, until an ack names a stored fix).
+            log.warning("collector lacks the track reference of batch %d: resending without", ack.batch_id)
+            self.reference = None
+        elif ack.reason and not ack.stored and not ack.quarantined:
             # The collector could not store it now (disk full, database locked): send it again
             # after a pause rather than waiting for the ack timeout.
             log.warning("collector could not store batch %d (%s): retrying", ack.batch_id, ack.reason)
@@ -272,8 +287,24 @@ class Uplink:
         for first, last, reason in quarantined:
             self.stats.quarantined[reason] = self.stats.quarantined.get(reason, 0) + last - first + 1
             log.warning("collector quarantined seq %d..%d: %s", first, last, reason)
-        self.stats.records_acked += tx.accept([(r.first, r.last) for r in ack.stored], quarantined)
+        stored = [(r.first, r.last) for r in ack.stored]
+        self.stats.records_acked += tx.accept(stored, quarantined)
+        self._take_reference(tx, stored)
         self.batch_records = min(self.max_batch_records, self.batch_records * 2)
+
+    def _take_reference(self, tx: Transaction, stored: list[tuple[int, int]]) -> None:
+        """The highest-seq fix of ``tx`` the ack says is stored (quarantined seqs, conflicts
+        included, are never in ``stored``) becomes the reference; the collector decoded it to the
+        same time and position the van holds."""
+        for r in sorted(tx.records, key=lambda r: r.seq, reverse=True):
+            if r.kind != "fix" or not any(a <= r.seq <= b for a, b in stored):
+                continue
+            try:
+                fix = pb.Fix.FromString(r.body)
+            except Exception:  # upb's DecodeError: the collector quarantines such a body anyway
+                continue
+            self.reference = (r.seq, fix)
+            return
 
     def _on_rejected(self, ack: pb.Ack, tx: Transaction) -> None:
         """A batch the collector could not read as a whole: halve the batch size and send its

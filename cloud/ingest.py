@@ -55,6 +55,14 @@ MAX_TIME_MS = 4_102_444_800_000
 STORE_UNAVAILABLE = "store_unavailable"
 """Ack reason with ``rejected=False`` and nothing stored: a transient failure, send again later."""
 
+NEEDS_REFERENCE = "track_needs_reference"
+"""Ack reason: a track segment starts from a reference fix this store does not hold (restored
+from a backup, another collector's store). Its seqs are neither stored nor quarantined, so the
+van sends them again, without a reference; the rest of the batch is judged as usual."""
+
+REFERENCE_CACHE = 4
+"""Fixes remembered per vehicle (the last ones stored) so a track's reference is rarely read."""
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -122,6 +130,7 @@ class Ingest:
         self._logged: dict[str, tuple[int, int, float]] = {}  # vehicle -> (contiguous, open gaps, when)
         self.blobs = Blobs(blobs_path(store.path)) if isinstance(store, SqliteStore) else None
         """Photos reassembled from stored chunks after each commit (SQLite stores only for now)."""
+        self._recent: dict[str, dict[int, pb.Fix]] = {}  # vehicle -> last fixes stored, by seq
         self.listeners: list[Callable[[str, list[pb.Record]], None]] = []
         """Called after each commit with the batch's records now stored (duplicates included: at
         least once), on the ingest's thread: the live event stream and webhooks. Must not block."""
@@ -144,7 +153,9 @@ class Ingest:
     def _handle(self, data: bytes, topic_vehicle: str | None) -> pb.Ack:
         ack_vehicle = _ack_vehicle(topic_vehicle or "")
         try:
-            batch = wire.decode_batch(data, self.limits.max_bytes, self.limits.max_records)
+            batch = wire.decode_batch(
+                data, self.limits.max_bytes, self.limits.max_records, references=self._reference
+            )
         except WireError as exc:
             batch_id = wire.peek_header(data)[1]  # every ack names its batch, even this one
             return self._refuse(str(exc), ack_vehicle, batch_id, f"{len(data)} bytes from {topic_vehicle}")
@@ -155,14 +166,18 @@ class Ingest:
             detail = f"{vehicle} on {topic_vehicle}"
             return self._refuse("vehicle_mismatch", ack_vehicle, batch.batch_id, detail)
         good: list[pb.Record] = []
-        aside = [Quarantine(u.seq, u.kind, u.reason, u.body) for u in batch.unreadable]
+        unreadable = [u for u in batch.unreadable if u.reason != NEEDS_REFERENCE]
+        aside = [Quarantine(u.seq, u.kind, u.reason, u.body) for u in unreadable]
+        resend = len(unreadable) < len(batch.unreadable)
         for r in batch.records:
             reason = check_record(r)
             if reason is None:
                 good.append(r)
             else:
                 aside.append(Quarantine(r.seq, convert.kind_of(r), reason, r.SerializeToString()))
-        ack = pb.Ack(vehicle=vehicle, batch_id=batch.batch_id)
+        ack = pb.Ack(vehicle=vehicle, batch_id=batch.batch_id, reason=NEEDS_REFERENCE if resend else "")
+        if resend:
+            self.reject(NEEDS_REFERENCE, f"{vehicle} batch {batch.batch_id}")
         if not good and not aside:
             with self._lock:
                 self.counts["batches"] += 1
@@ -174,6 +189,7 @@ class Ingest:
             self.reject(STORE_UNAVAILABLE, exc)
             ack.reason = STORE_UNAVAILABLE
             return ack
+        self._remember(vehicle, good, result)
         if self._after_commit is not None:
             self._after_commit(vehicle, result)
         if self.blobs is not None and any(r.WhichOneof("body") == "blob_chunk" for r in good):
@@ -206,6 +222,28 @@ class Ingest:
                 self.quarantine.reject(reason, detail)
         self._log_progress(vehicle, result)
         return ack
+
+    def _reference(self, vehicle: str, seq: int) -> pb.Fix | None:
+        """A track's reference: a fix stored at ``seq`` (recent ones from memory, else the store)."""
+        with self._lock:
+            fix = self._recent.get(vehicle, {}).get(seq)
+        if fix is not None:
+            return fix
+        record = self.store.fix(vehicle, seq)
+        return None if record is None else record.fix
+
+    def _remember(self, vehicle: str, good: list[pb.Record], result: WriteResult) -> None:
+        """Keep the last ``REFERENCE_CACHE`` fixes of the batch that are now stored."""
+        fixes = [r for r in good if r.WhichOneof("body") == "fix"][-REFERENCE_CACHE:]
+        held = [r for r in fixes if any(a <= r.seq <= b for a, b in result.stored_ranges)]
+        if not held:
+            return
+        with self._lock:
+            recent = self._recent.setdefault(vehicle, {})
+            for r in held:
+                recent[r.seq] = r.fix
+            for seq in sorted(recent)[:-REFERENCE_CACHE]:
+                del recent[seq]
 
     def _notify(self, vehicle: str, good: list[pb.Record], result: WriteResult) -> None:
         """Tell the listeners which records are stored (not the ones quarantined as conflicts)."""

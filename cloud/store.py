@@ -270,6 +270,11 @@ class Store(Protocol):
         export JSON form with ``vehicle`` and ``seq``."""
         ...
 
+    def fix(self, vehicle: str, seq: int) -> pb.Record | None:
+        """The stored fix record at ``seq`` (a track's reference), or None when no fix is stored
+        there (never held, quarantined, or another kind)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -518,6 +523,12 @@ class SqliteStore:
             return out
         finally:
             db.close()
+
+    def fix(self, vehicle: str, seq: int) -> pb.Record | None:
+        query = "SELECT body FROM records WHERE vehicle = ? AND seq = ? AND kind = 'fix'"
+        with self._lock:
+            row = self._db.execute(query, (vehicle, seq)).fetchone()
+        return None if row is None else pb.Record.FromString(row[0])
 
     def export(self, kind: str, vehicle: str | None = None) -> Iterator[dict[str, Any]]:
         if kind == QUARANTINE:

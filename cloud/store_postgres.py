@@ -422,6 +422,12 @@ class PostgresStore:
                 db.execute(f'SELECT {PROGRESS_COLUMNS} FROM vehicles ORDER BY vehicle COLLATE "C"'),
             )
 
+    def fix(self, vehicle: str, seq: int) -> pb.Record | None:
+        query = "SELECT body FROM records WHERE vehicle = %s AND seq = %s AND kind = 'fix'"
+        with self._connect() as db:
+            row = db.execute(query, (vehicle, seq)).fetchone()
+        return None if row is None else pb.Record.FromString(bytes(row[0]))
+
     def export(self, kind: str, vehicle: str | None = None) -> Iterator[dict[str, Any]]:
         if kind == QUARANTINE:
             return self._export_quarantine(vehicle)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import queue
 import random
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -262,3 +264,102 @@ def test_segments_group_a_transaction_by_kind_in_upload_order(outbox: Outbox) ->
     ]
     decoded = wire.decode_batch(wire.encode_batch(VAN, 1, segments=out), 1 << 20, 100)
     assert sorted(r.seq for r in decoded.records) == list(range(1, 13))
+
+
+def track_references(batches: list[bytes]) -> list[int | None]:
+    """The reference seq of each batch's track segment, read from the bytes sent (None: none)."""
+    out: list[int | None] = []
+    for data in batches:
+        batch = pb.Batch.FromString(data)
+        if batch.compression == pb.COMPRESSION_ZLIB:
+            batch = pb.Batch.FromString(zlib.decompress(batch.packed))
+        track = [s for s in batch.segments if s.codec == pb.CODEC_TRACK_V1]
+        assert len(track) == 1
+        out.append(track[0].seqs[0] - 1 if track[0].seqs[0] else None)
+    return out
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def fixes_in(store: SqliteStore) -> list[tuple[int, str, float, float]]:
+    return [(r["seq"], r["time"], r["lat"], r["lon"]) for r in store.export("fixes", VAN)]
+
+
+def test_a_track_starts_from_the_last_fix_the_collector_acked_as_stored(
+    outbox: Outbox, store: SqliteStore
+) -> None:
+    fill(outbox, 50)
+    link = Link(Ingest(store))
+    uplink = make(outbox, link, window=1)  # one batch at a time: each sees the previous ack
+    with running(uplink):
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked")
+        assert uplink.reference is not None and uplink.reference[0] == 50
+    # the first batch has no reference; each later one starts from the previous batch's last fix
+    assert track_references(link.sent) == [None, 10, 20, 30, 40]
+    expected = [(i + 1, iso(T0 + i), 48.1 + i * 1e-5, 11.5) for i in range(50)]
+    got = fixes_in(store)
+    assert [(s, t) for s, t, _, _ in got] == [(s, t) for s, t, _, _ in expected]
+    assert all(abs(a[2] - b[2]) < 1e-7 and a[3] == b[3] for a, b in zip(got, expected, strict=True))
+    assert not list(store.export("quarantine", VAN))
+
+
+def test_a_quarantined_fix_never_becomes_the_reference(outbox: Outbox, store: SqliteStore) -> None:
+    outbox.append(Fix(T0, 3, 48.1, 11.5))
+    outbox.append(Fix(946_000_000.0 - 86400 * 365, 3, 48.1, 11.5))  # 1998: quarantined as bad_time
+    outbox.flush()
+    link = Link(Ingest(store))
+    uplink = make(outbox, link)
+    with running(uplink):
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything settled")
+        assert uplink.reference is not None and uplink.reference[0] == 1
+        outbox.append(Fix(T0 + 2, 3, 48.2, 11.6))
+        outbox.flush()
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "the next fix settled")
+    assert track_references(link.sent) == [None, 1]
+    assert [s for s, *_ in fixes_in(store)] == [1, 3]
+
+
+def test_a_reference_the_collector_lost_is_sent_again_without_and_nothing_is_lost(
+    outbox: Outbox, store: SqliteStore, tmp_path: Path
+) -> None:
+    fill(outbox, 20)
+    link = Link(Ingest(store))
+    uplink = make(outbox, link, window=1)
+    restored = SqliteStore(tmp_path / "restored.db")  # a store restored from a backup: no fixes
+    try:
+        with running(uplink):
+            wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked")
+            assert uplink.reference is not None and uplink.reference[0] == 20
+            with link.lock:
+                link.ingest = Ingest(restored)  # same link, so the van keeps its reference
+            fill(outbox, 5)
+            outbox.append(Scan(T0 + 99, "00340123450000000017", "sscc"))
+            outbox.flush()
+            wait_until(lambda: outbox.unacked_count() == 0, 10, "the new records acked")
+        refs = track_references(link.sent)
+        assert refs[:3] == [None, 10, 20] and refs[3:] == [None]  # refused once, then resent bare
+        assert link.ingest.stats()["rejects"] == {"track_needs_reference": 1}
+        assert [s for s, *_ in fixes_in(restored)] == list(range(21, 26))  # 1..20 are in the backup's gap
+        assert [r["seq"] for r in restored.export("all", VAN)] == list(range(21, 27))
+        assert not list(restored.export("quarantine", VAN))
+        assert uplink.stats.quarantined == {}
+    finally:
+        restored.close()
+
+
+def test_a_reconnect_forgets_the_reference(outbox: Outbox, store: SqliteStore) -> None:
+    fill(outbox, 10)
+    link = Link(Ingest(store))
+    uplink = make(outbox, link)
+    with running(uplink):
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "everything acked")
+        assert uplink.reference is not None
+        link.broken.set()
+        wait_until(lambda: uplink.reference is None, 10, "the reference dropped with the link")
+        link.broken.clear()
+        fill(outbox, 3)
+        wait_until(lambda: outbox.unacked_count() == 0, 10, "acked after the reconnect")
+    assert track_references(link.sent)[-1] is None
+    assert [s for s, *_ in fixes_in(store)] == list(range(1, 14))
