@@ -3,13 +3,18 @@
 Speed matters (a van's buses carry a few thousand frames a second on a Pi), so the work per frame
 is kept small: one dict lookup finds the message's precomputed plan (or skips the frame), the
 decoded result of the last payload of each id is reused when the payload repeats (most CAN
-payloads do), cantools decodes raw values without choices or scaling, and only the signals that
+payloads do), raw values are decoded without choices or scaling, and only the signals that
 will be emitted are scaled.
+
+Frames are decoded over a compiled decode table (:mod:`firmware_bridge.can.table_decoder`), which
+reproduces cantools exactly: a cantools database given to the constructor is compiled in-process,
+and :meth:`CanDecoder.from_table` has the DBC compiled in a child process, so the live agent never
+imports cantools (about 20 MB resident with the python-can, asyncio and ssl it drags in).
 
 Rejections (counted in ``rejects`` under a short reason, never raised): ``bad timestamp`` (not
 in ``[0, TIME_LIMIT)`` seconds: NaN, infinite, negative or past year 9999), ``unknown id`` (not in
-the DBC), ``wrong length`` (payload length differs from the DBC's), ``undecodable`` (cantools
-refused the payload, e.g. an undefined multiplexer value), ``not finite`` (a float signal decoded
+the DBC), ``wrong length`` (payload length differs from the DBC's), ``undecodable`` (the table,
+as cantools, refuses the payload, e.g. an undefined multiplexer value), ``not finite`` (a float signal decoded
 to NaN or infinity). Frames of DBC messages that no output needs are skipped and counted in ``skipped``.
 """
 
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_bridge.can.mapping import Mapping, MappingEntry, load_mapping
+from firmware_bridge.can.table_decoder import DecodeTable, TableMessage, load_table
 from protocols.errors import DbcError, MappingError
 from protocols.records import Signal
 from protocols.rejects import Rejects
@@ -34,7 +40,7 @@ log = logging.getLogger("dropline.can")
 TIME_LIMIT = 253_402_300_800.0
 EXTENDED_FLAG = 0x8000_0000  # set in a lookup key for 29-bit ids, so 0x123 std and 0x123 ext differ
 
-Convert = Callable[[Any, bool], Any]  # cantools' Conversion.raw_to_scaled(raw, decode_choices)
+Convert = Callable[[Any, bool], Any]  # TableSignal.scaled(raw, decode_choices)
 # (signal name, output name, convert)
 _Passthrough = tuple[str, str, Convert]
 # (output name, ((signal name, convert), ...), combine, scale, divide, offset, values table, invalid raw)
@@ -95,12 +101,16 @@ class CanDecoder:
 
     def __init__(
         self,
-        db: Any,
+        db: DecodeTable | Any,
         mapping: Mapping | None = None,
         *,
         only_mapped: bool | None = None,
         rejects: Rejects | None = None,
     ) -> None:
+        if not isinstance(db, DecodeTable):  # a cantools database (or anything with its messages)
+            from firmware_bridge.can.compile_dbc import compile_database
+
+            db = DecodeTable(compile_database(db))
         if mapping is not None:
             mapping.check(db)
         self.mapping = mapping
@@ -133,23 +143,36 @@ class CanDecoder:
             log.warning("%s was written for %s, used with %s", loaded.source, loaded.dbc, Path(dbc).name)
         return cls(db, loaded, only_mapped=only_mapped)
 
-    def _plan(self, message: Any) -> _Plan | None:
-        if getattr(message, "is_container", False):
-            return None  # AUTOSAR containers do not occur in DBC files
+    @classmethod
+    def from_table(
+        cls,
+        dbc: str | Path,
+        mapping: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        only_mapped: bool | None = None,
+    ) -> CanDecoder:
+        """As :meth:`from_files`, with the DBC compiled in a child process (or read from
+        ``cache_dir``): cantools is never imported here. DbcError/MappingError as there."""
+        table = load_table(dbc, cache_dir)
+        loaded = load_mapping(mapping, table) if mapping else None
+        if loaded is not None and Path(loaded.dbc).name != Path(dbc).name:
+            log.warning("%s was written for %s, used with %s", loaded.source, loaded.dbc, Path(dbc).name)
+        return cls(table, loaded, only_mapped=only_mapped)
+
+    def _plan(self, message: TableMessage) -> _Plan | None:
         entries: list[MappingEntry] = self.mapping.by_message.get(message.name, []) if self.mapping else []
         signals = {s.name: s for s in message.signals}
         used = {name for entry in entries for name in entry.signals}
         passthrough: tuple[_Passthrough, ...] = ()
         if not self.only_mapped:
             passthrough = tuple(
-                (s.name, f"{message.name}.{s.name}", s.conversion.raw_to_scaled)
-                for s in message.signals
-                if s.name not in used
+                (s.name, f"{message.name}.{s.name}", s.scaled) for s in message.signals if s.name not in used
             )
         rules = tuple(
             (
                 e.vss,
-                tuple((name, signals[name].conversion.raw_to_scaled) for name in e.signals),
+                tuple((name, signals[name].scaled) for name in e.signals),
                 e.combine,
                 e.scale,
                 e.divide,
@@ -213,7 +236,7 @@ class CanDecoder:
             return None
         try:
             raw = plan.decode(data, False, False)
-        except Exception as exc:  # cantools and bitstruct raise several types for bad payloads
+        except (ValueError, KeyError) as exc:  # DecodeFailed; KeyError: a multiplexer not decoded
             self.rejects.reject("undecodable", f"{plan.message}: {exc}")
             return None
         out = [(name, convert(raw[sig], False)) for sig, name, convert in plan.passthrough if sig in raw]
