@@ -44,15 +44,16 @@ from pathlib import Path
 from typing import Any
 
 import cython
+from cython.cimports.libc.math import sqrt
 
 from protocols.errors import InputError
 
 EARTH_RADIUS_M = 6371008.8  # mean radius (IUGG)
-M_PER_DEG: cython.double = EARTH_RADIUS_M * math.pi / 180.0
-INF: cython.double = float("inf")
-
-OUTSIDE: cython.int = 0
-INSIDE: cython.int = 1
+# C constants when compiled (a Python global would be a dictionary lookup per use on the hot path).
+M_PER_DEG = cython.declare(cython.double, EARTH_RADIUS_M * math.pi / 180.0)
+INF = cython.declare(cython.double, float("inf"))
+OUTSIDE = cython.declare(cython.int, 0)
+INSIDE = cython.declare(cython.int, 1)
 
 ENTER = "enter"
 DWELL = "dwell"
@@ -205,6 +206,7 @@ def load_fences(path: Path) -> list[Fence]:
 # The index
 
 
+@cython.final
 @cython.cclass
 class FenceIndex:
     """Fences in flat arrays and a grid of their bounding boxes grown by ``margin_m``. Immutable
@@ -345,7 +347,7 @@ class FenceIndex:
         y: cython.double = (lat - self._olat[i]) * M_PER_DEG
         r: cython.double = self._radius[i]
         if r > 0.0:
-            return r - math.sqrt(x * x + y * y)
+            return r - sqrt(x * x + y * y)
         inside: cython.bint = False
         best: cython.double = INF
         e: cython.Py_ssize_t
@@ -379,7 +381,7 @@ class FenceIndex:
                 best = min(best, px * px + py * py)
         if not distance:
             return 1.0 if inside else -1.0
-        return math.sqrt(best) if inside else -math.sqrt(best)
+        return sqrt(best) if inside else -sqrt(best)
 
     def signed_distance(self, i: int, lat: float, lon: float) -> float:
         """Signed distance in metres from (lat, lon) to fence ``i``'s border (> 0 inside)."""
@@ -408,6 +410,7 @@ Event = tuple[float, str, str, float, float]
 """(time, fence id, ``enter`` | ``dwell`` | ``exit``, lat, lon)."""
 
 
+@cython.final
 @cython.cclass
 class Detector:
     """Per-fence hysteresis state over one :class:`FenceIndex`. Feed good fixes in time order
@@ -415,7 +418,9 @@ class Detector:
 
     rules = cython.declare(object, visibility="readonly")
     index = cython.declare(FenceIndex, visibility="readonly")
-    _active: set[int]
+    _active: cython.int[:]
+    _active_at: cython.int[:]
+    _n_active: cython.Py_ssize_t
     _band: cython.double
     _confirm_fixes: cython.int
     _confirm_s: cython.double
@@ -466,7 +471,9 @@ class Detector:
         self._run_lat = array("d", [0.0]) * max(n, 1)
         self._run_lon = array("d", [0.0]) * max(n, 1)
         self._enter_t = array("d", [0.0]) * max(n, 1)
-        self._active = set()
+        self._active = array("i", [0]) * max(n, 1)
+        self._active_at = array("i", [-1]) * max(n, 1)
+        self._n_active = 0
         for i, fence_id in enumerate(index.ids):
             kept = carried.get(fence_id)
             if kept is None:
@@ -482,7 +489,32 @@ class Detector:
                 self._enter_t[i],
             ) = kept
             if self._state[i] == INSIDE or self._run_n[i] > 0:
-                self._active.add(i)
+                self._activate(i)
+
+    @cython.cfunc
+    @cython.exceptval(check=False)
+    def _activate(self, i: cython.Py_ssize_t) -> cython.void:
+        """Adds fence ``i`` to the active list (inside, or a run in progress) unless there."""
+        if self._active_at[i] < 0:
+            self._active_at[i] = cython.cast(cython.int, self._n_active)
+            self._active[self._n_active] = cython.cast(cython.int, i)
+            self._n_active += 1
+
+    @cython.cfunc
+    @cython.exceptval(check=False)
+    def _deactivate(self, i: cython.Py_ssize_t) -> cython.void:
+        """Removes fence ``i`` from the active list, the last entry taking its place."""
+        at: cython.Py_ssize_t = self._active_at[i]
+        if at >= 0:
+            self._n_active -= 1
+            last: cython.int = self._active[self._n_active]
+            self._active[at] = last
+            self._active_at[last] = cython.cast(cython.int, at)
+            self._active_at[i] = -1
+
+    def _active_fences(self) -> list[int]:
+        """Indexes of the active fences (inside, or a run in progress), ascending."""
+        return sorted(self._active[k] for k in range(self._n_active))
 
     def replace(self, fences: Sequence[Fence] | FenceIndex) -> None:
         """Detect against new fences from the next fix on. A fence whose id is kept keeps its
@@ -500,13 +532,13 @@ class Detector:
                 self._run_lon[i],
                 self._enter_t[i],
             )
-            for i in self._active
+            for i in self._active_fences()
         }
         self._install(fences, carried)
 
     def inside(self) -> list[str]:
         """Ids of the fences the van is in (confirmed), sorted."""
-        return sorted(self.index.ids[i] for i in self._active if self._state[i] == INSIDE)
+        return sorted(self.index.ids[i] for i in self._active_fences() if self._state[i] == INSIDE)
 
     def update(self, t: float, lat: float, lon: float) -> list[Event]:
         """The events one good fix decides (at most one transition per fence)."""
@@ -531,10 +563,14 @@ class Detector:
                     else:
                         side = side * INF
                     self._step(i, t, lat, lon, side, events)
-        if self._active:
-            for i in sorted(self._active):
-                if self._seen[i] != stamp:  # beyond the grown box: farther out than the band
-                    self._step(i, t, lat, lon, -INF, events)
+        # Backwards, as a fence leaving the list is replaced by the last (already stepped) one.
+        # The order of fences is free: events are sorted below.
+        k = self._n_active - 1
+        while k >= 0:
+            i = self._active[k]
+            if self._seen[i] != stamp:  # beyond the grown box: farther out than the band
+                self._step(i, t, lat, lon, -INF, events)
+            k -= 1
         if len(events) > 1:
             events.sort(key=lambda e: (e[0], e[1], _RANK[e[2]]))
         return events
@@ -585,9 +621,9 @@ class Detector:
             self._dwelled[i] = 1
             events.append((t, self.index.ids[i], DWELL, lat, lon))
         if inside or self._run_n[i] > 0:
-            self._active.add(i)
+            self._activate(i)
         else:
-            self._active.discard(i)
+            self._deactivate(i)
 
 
 class Geofence:
