@@ -2,8 +2,9 @@
 
 The chunks stay stored as records (the van's proof, exported with ``--kind blobs``); this keeps
 beside the store (``<db>.blobs``, its own SQLite file, so it never contends with the record
-writes) a ``blobs`` table: vehicle, blob, media_type, delivery, sha256, count, size, complete,
-reason and, once complete, the bytes. Parts wait in ``blob_parts`` until the last one arrives.
+writes; or in the PostgreSQL store's database, shared by every collector) a ``blobs`` table:
+vehicle, blob, media_type, delivery, sha256, count, size, complete, reason and, once complete,
+the bytes. Parts wait in ``blob_parts`` until the last one arrives.
 
 What a caller may assume: ``take`` is idempotent and order-free (chunks deduped by vehicle, blob
 and index; any order, any repetition reassembles the same bytes). A blob is complete only when
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cloud.sqldb import Conn, SqlDb
 from protocols.dropline.v1 import dropline_pb2 as pb
 
 log = logging.getLogger("dropline.collector.blobs")
@@ -69,46 +70,36 @@ def blobs_path(db: Path | str) -> Path:
 class Blobs:
     """The reassembly of one collector's blobs. Thread-safe (one writer lock)."""
 
-    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
-        """``readonly`` opens an existing file for ``get``/``list`` only (sqlite3 errors if absent)."""
-        self.path = Path(path)
+    def __init__(self, db: SqlDb | Path | str, *, readonly: bool = False) -> None:
+        """``db``: a SQLite file (:func:`blobs_path`) or what ``SqlDb.beside(".blobs")`` names;
+        ``readonly`` opens an existing file for ``get``/``list`` only (sqlite3 errors if absent)."""
+        self.db = db if isinstance(db, SqlDb) else SqlDb(db, readonly=readonly)
         self._lock = threading.Lock()
-        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
         if not readonly:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self.db.ensure(_SCHEMA)
 
     def take(self, vehicle: str, records: Iterable[pb.Record]) -> list[str]:
         """Add the ``blob_chunk`` records among ``records`` (others are ignored); returns the blobs
-        this call completed. Raises sqlite3.Error if it cannot commit (nothing is then taken)."""
+        this call completed. Raises the database's error if it cannot commit (nothing is then taken)."""
         chunks = [r.blob_chunk for r in records if r.WhichOneof("body") == "blob_chunk"]
         if not chunks:
             return []
         done: list[str] = []
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                touched: set[str] = set()
-                for c in chunks:
-                    if self._add(vehicle, c):
-                        touched.add(c.blob)
-                for blob in sorted(touched):
-                    if self._finish(vehicle, blob):
-                        done.append(blob)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._lock, self.db.connect() as conn, conn.transaction() as db:
+            db.lock(f"blobs:{vehicle}")  # another collector taking this van's chunks waits
+            touched: set[str] = set()
+            for c in chunks:
+                if self._add(db, vehicle, c):
+                    touched.add(c.blob)
+            for blob in sorted(touched):
+                if self._finish(db, vehicle, blob):
+                    done.append(blob)
         for blob in done:
             log.info("blob %s of %s complete", blob, vehicle)
         return done
 
-    def _add(self, vehicle: str, c: pb.BlobChunk) -> bool:
+    def _add(self, db: Conn, vehicle: str, c: pb.BlobChunk) -> bool:
         """Store one part; True if its blob may now be complete."""
-        db = self._db
         row = db.execute(
             "SELECT count, sha256, media_type, delivery, complete, reason FROM blobs"
             " WHERE vehicle = ? AND blob = ?",
@@ -149,14 +140,13 @@ class Blobs:
                 )
                 return False
         db.execute(
-            "INSERT OR IGNORE INTO blob_parts (vehicle, blob, idx, data) VALUES (?, ?, ?, ?)",
+            "INSERT INTO blob_parts (vehicle, blob, idx, data) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (vehicle, c.blob, c.index, c.data),
         )
         return True
 
-    def _finish(self, vehicle: str, blob: str) -> bool:
+    def _finish(self, db: Conn, vehicle: str, blob: str) -> bool:
         """Join and verify a blob whose parts are all held; True if it is now complete."""
-        db = self._db
         count, sha256 = db.execute(
             "SELECT count, sha256 FROM blobs WHERE vehicle = ? AND blob = ?", (vehicle, blob)
         ).fetchone()
@@ -184,8 +174,8 @@ class Blobs:
 
     def get(self, vehicle: str, blob: str) -> bytes | None:
         """The verified bytes of a complete blob; None while incomplete, set aside, or unknown."""
-        with self._lock:
-            row = self._db.execute(
+        with self.db.connect() as db:
+            row = db.execute(
                 "SELECT data FROM blobs WHERE vehicle = ? AND blob = ? AND complete = 1", (vehicle, blob)
             ).fetchone()
         return bytes(row[0]) if row else None
@@ -194,11 +184,12 @@ class Blobs:
         """Every blob known (complete or not) with what is known of it, and ``parts`` held."""
         sql = (
             f"SELECT {_COLUMNS}, (SELECT count(*) FROM blob_parts p WHERE p.vehicle = b.vehicle"
-            " AND p.blob = b.blob) FROM blobs b WHERE ? IS NULL OR vehicle = ?"
-            " ORDER BY vehicle, time_ms, blob"
+            " AND p.blob = b.blob) FROM blobs b"
         )
-        with self._lock:
-            rows = self._db.execute(sql, (vehicle, vehicle)).fetchall()
+        params = [] if vehicle is None else [vehicle]
+        sql += "" if vehicle is None else " WHERE vehicle = ?"
+        with self.db.connect() as db:
+            rows = db.execute(sql + " ORDER BY vehicle, time_ms, blob", params).fetchall()
         names = [*_COLUMNS.split(", "), "parts"]
         for row in rows:
             out = dict(zip(names, row, strict=True))
@@ -208,5 +199,4 @@ class Blobs:
             yield out
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()

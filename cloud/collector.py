@@ -17,6 +17,7 @@ from typing import Any
 from cloud.grpc_server import serve_grpc
 from cloud.ingest import Ingest
 from cloud.mqtt_ingest import MqttIngest
+from cloud.sqldb import SqlDb
 from cloud.store import SqliteStore, Store
 from protocols.mqtt_url import parse_mqtt_url
 from protocols.tls import TlsFiles
@@ -65,12 +66,14 @@ class Collector:
         self.manifests = manifests
         self.http: Any = None
         self.webhooks: Any = None
+        self.feed: Any = None
 
     def start(self) -> None:
         if self.grpc_addr:
-            from cloud.documents import PushedDocuments, path_for
+            from cloud.documents import SUFFIX, PushedDocuments
 
-            docs = PushedDocuments(path_for(self.store.path)) if isinstance(self.store, SqliteStore) else None
+            sql = SqlDb.for_store(self.store)
+            docs = PushedDocuments(sql.beside(SUFFIX)) if sql is not None else None
             self.grpc_server = serve_grpc(self.ingest, self.grpc_addr, tls=self.tls, documents=docs)
         if self.mqtt_target is not None:
             self.mqtt = MqttIngest(self.ingest, self.mqtt_target, client_id=self.client_id, tls=self.tls)
@@ -79,21 +82,29 @@ class Collector:
             self._start_http(self.http_addr)
 
     def _start_http(self, addr: str) -> None:
-        """The control tower (API, pages, live stream) and the webhook sender, fed by the ingest.
-        Imported here: a collector without ``--http`` never loads Starlette or uvicorn."""
+        """The control tower (API, pages, live stream) and the webhook sender. Webhooks are fed by
+        this collector's ingest; the live stream by the store (``cloud.feed``), so it shows what
+        every collector sharing a PostgreSQL stored. Imported here: a collector without
+        ``--http`` never loads Starlette or uvicorn."""
         from cloud.api.app import HttpServer, create_app, parse_addr
         from cloud.api.stream import Hub
+        from cloud.feed import Feed, FeedThread
         from cloud.tokens import Tokens
-        from cloud.webhooks import Webhooks
+        from cloud.webhooks import SUFFIX, Webhooks
 
-        if not isinstance(self.store, SqliteStore):
-            raise ValueError("--http needs a SQLite store for now")
-        db = self.store.path
+        sql = SqlDb.for_store(self.store)
+        if sql is None:
+            raise ValueError("--http needs a SQLite or PostgreSQL store")
         hub = Hub()
-        self.webhooks = Webhooks(db.with_name(db.name + ".webhooks"))
-        self.ingest.listeners += [hub.publish, self.webhooks.on_stored]
+        self.webhooks = Webhooks(sql.beside(SUFFIX))
+        self.ingest.listeners.append(self.webhooks.on_stored)
         self.webhooks.start()
-        app = create_app(db, self.store, Tokens(db), hub, manifests=self.manifests, webhooks=self.webhooks)
+        self.feed = FeedThread(Feed(sql), hub.publish)
+        self.feed.start()
+        reader = sql if sql.postgres else SqlDb(sql.path, readonly=True)
+        app = create_app(
+            reader, self.store, Tokens(sql), hub, manifests=self.manifests, webhooks=self.webhooks
+        )
         host, port = parse_addr(addr)
         self.http = HttpServer(app, host, port)
         self.http.start()
@@ -112,6 +123,9 @@ class Collector:
         if self.webhooks is not None:
             self.webhooks.stop()
             self.webhooks = None
+        if self.feed is not None:
+            self.feed.stop()
+            self.feed = None
         self.store.close()
         log.info("collector stopped: %s", self.ingest.stats())
 

@@ -31,8 +31,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud.blobs import Blobs, blobs_path
-from cloud.store import CONFLICT, SEQ_MAX, Quarantine, SqliteStore, Store, WriteResult
+from cloud.blobs import Blobs
+from cloud.sqldb import SqlDb
+from cloud.store import CONFLICT, SEQ_MAX, Quarantine, Store, WriteResult
 from protocols import convert, topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
@@ -128,8 +129,10 @@ class Ingest:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._logged: dict[str, tuple[int, int, float]] = {}  # vehicle -> (contiguous, open gaps, when)
-        self.blobs = Blobs(blobs_path(store.path)) if isinstance(store, SqliteStore) else None
-        """Photos reassembled from stored chunks after each commit (SQLite stores only for now)."""
+        sql = SqlDb.for_store(store)
+        self.blobs = Blobs(sql.beside(".blobs")) if sql is not None else None
+        """Photos reassembled from stored chunks after each commit (beside a SQLite store, or in
+        the PostgreSQL store's database)."""
         self._recent: dict[str, dict[int, pb.Fix]] = {}  # vehicle -> last fixes stored, by seq
         self.listeners: list[Callable[[str, list[pb.Record]], None]] = []
         """Called after each commit with the batch's records now stored (duplicates included: at

@@ -89,7 +89,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
-_INSERT = "INSERT OR IGNORE INTO records (vehicle, seq, kind, time_ms, body) VALUES (?, ?, ?, ?, ?)"
+_INSERT = (
+    "INSERT OR IGNORE INTO records (vehicle, seq, kind, time_ms, body, ingest) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INGEST_CURSOR = (  # added to stores made before it; NULL in rows written before (not streamed)
+    "ALTER TABLE records ADD COLUMN ingest INTEGER",  # the commit that stored the row: 1, 2, ...
+    "CREATE INDEX IF NOT EXISTS records_by_ingest ON records (ingest, seq)",
+)
 _QUARANTINE = (
     "INSERT OR IGNORE INTO quarantine (vehicle, seq, kind, reason, body, received_ms) VALUES (?,?,?,?,?,?)"
 )
@@ -374,6 +380,9 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_size_limit=67108864")  # WAL shrinks back after checkpoints
             self._db.executescript(_SCHEMA)
             self._tables.add(QUARANTINE)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+            for sql in _INGEST_CURSOR[0 if "ingest" not in columns else 1 :]:
+                self._db.execute(sql)
         self._db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
         self._cache: dict[str, _Vehicle] = {}
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -384,12 +393,17 @@ class SqliteStore:
         self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
     ) -> WriteResult:
         batch = prepare(records, quarantine)
-        rows = list(zip(repeat(vehicle), batch.seqs, batch.kinds, batch.times, batch.bodies))
         aside = batch.aside
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
+                # the live stream's cursor (cloud/feed.py): one number per commit, increasing in
+                # commit order because the write lock is held from here to COMMIT
+                (ingest,) = db.execute("SELECT coalesce(max(ingest), 0) + 1 FROM records").fetchone()
+                rows = list(
+                    zip(repeat(vehicle), batch.seqs, batch.kinds, batch.times, batch.bodies, repeat(ingest))
+                )
                 self._notice_other_writers()
                 state = self._state(vehicle)
                 before = db.total_changes

@@ -93,6 +93,12 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (vehicle, seq)
     );
     """,
+    # 2: the ingest cursor of the live event stream (cloud/feed.py): each record carries the id of
+    # the transaction that stored it; a reader takes rows of finished transactions only.
+    """
+    ALTER TABLE records ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+    CREATE INDEX records_by_tx ON records (tx, seq);
+    """,
 )
 """Schema migrations in order; ``schema_version`` holds the number of the last one applied.
 Append new ones; never edit one that has shipped."""

@@ -4,19 +4,21 @@ A token is 32 random bytes (``secrets.token_urlsafe``), shown once when created;
 SHA-256 is stored, so a copy of the database gives nobody a working token. Tokens have a role:
 ``read`` (every GET of the API) or ``admin`` (also creating tracking links and webhooks).
 A tracking link names one stop of one vehicle and expires; the link is its own credential.
-Both live in tables of their own beside the store's (``api_tokens``, ``share_links``), written
-through a connection of this module, so the store's schema is untouched.
+Both live in tables of their own beside the store's (``api_tokens``, ``share_links``): in the
+SQLite store's file, written through a connection of this module, or in the PostgreSQL store's
+database (created by its migrations), so every collector sharing it knows every token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from cloud.sqldb import SqlDb
 
 ROLES = ("read", "admin")
 """``admin`` may do everything ``read`` may."""
@@ -53,23 +55,18 @@ class ShareLink:
 class Tokens:
     """Creates and checks API tokens and tracking links. Thread-safe (a connection per call)."""
 
-    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
+    def __init__(self, db: SqlDb | Path | str, clock: Callable[[], float] = time.time) -> None:
+        """``db``: the store's database (a SQLite path or a ``postgresql://`` URL)."""
+        self.db = db if isinstance(db, SqlDb) else SqlDb(db)
         self._clock = clock
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        self.db.ensure(_SCHEMA)
 
     def create(self, role: str) -> str:
         """A new token of ``role`` (ValueError for another role); only its hash is kept."""
         if role not in ROLES:
             raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
         token = secrets.token_urlsafe(32)
-        with self._connect() as db:
+        with self.db.connect() as db:
             db.execute(
                 "INSERT INTO api_tokens (hash, role, created) VALUES (?, ?, ?)",
                 (_hash(token), role, int(self._clock())),
@@ -78,7 +75,7 @@ class Tokens:
 
     def role(self, token: str) -> str | None:
         """The role of a valid token, None for anything else."""
-        with self._connect() as db:
+        with self.db.connect() as db:
             row = db.execute("SELECT role FROM api_tokens WHERE hash = ?", (_hash(token),)).fetchone()
         return None if row is None else str(row[0])
 
@@ -89,7 +86,7 @@ class Tokens:
         token = secrets.token_urlsafe(24)
         now = self._clock()
         link = ShareLink(vehicle, stop, now + ttl_s)
-        with self._connect() as db:
+        with self.db.connect() as db:
             db.execute(
                 "INSERT INTO share_links (hash, vehicle, stop, expires, created) VALUES (?, ?, ?, ?, ?)",
                 (_hash(token), vehicle, stop, int(link.expires), int(now)),
@@ -98,7 +95,7 @@ class Tokens:
 
     def shared(self, token: str) -> ShareLink | None:
         """The stop a link opens, None when the link is unknown or expired."""
-        with self._connect() as db:
+        with self.db.connect() as db:
             row = db.execute(
                 "SELECT vehicle, stop, expires FROM share_links WHERE hash = ?", (_hash(token),)
             ).fetchone()

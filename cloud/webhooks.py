@@ -4,10 +4,12 @@ Events: ``delivered`` (a proof of delivery), ``eta.changed`` (a stop's ETA moved
 ``eta_margin_s`` since the last one notified), ``exception.raised`` (an alert of severity
 warning or worse) and ``exception.cleared`` (``<code>_cleared``, ``gps_restored``).
 
-The ingest's listener turns stored records into notifications and commits them to a SQLite
-queue (its own file) before the batch is acknowledged, one row per (subscription, idempotency
-key): a batch sent again adds nothing, and a collector restart loses nothing. A sender thread
-POSTs due rows as JSON with
+The ingest's listener turns stored records into notifications and commits them to a queue (a
+SQLite file of its own, or the PostgreSQL store's database) before the batch is acknowledged, one
+row per (subscription, idempotency key): a batch sent again adds nothing, and a collector restart
+loses nothing. Collectors sharing a PostgreSQL share the queue: a sender claims due rows (moves
+their ``next_at`` past a lease) before posting them, so two senders do not post one row together.
+A sender thread POSTs due rows as JSON with
 
 * ``Idempotency-Key``: ``<vehicle>:<seq>:<event>[:<stop>]``, the same on every retry (receivers
   dedupe on it: delivery is at least once);
@@ -17,7 +19,8 @@ POSTs due rows as JSON with
 
 A 2xx answer settles a row; anything else (an error status, a refused connection, no answer
 within ``timeout_s``) retries it after ``min(backoff_max_s, backoff_s * 2**attempts)`` with
-+-20 % jitter, for ever, oldest first per subscription.
++-20 % jitter, for ever, oldest first per subscription (per sender: two collectors may
+interleave; receivers order by the record's time, not by arrival).
 """
 
 from __future__ import annotations
@@ -27,23 +30,28 @@ import hmac
 import json
 import logging
 import random
-import sqlite3
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cloud.sqldb import Conn, SqlDb
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 
 log = logging.getLogger("dropline.webhooks")
 
 EXCEPTION_SEVERITIES = frozenset({"warning", "error", "critical"})
+
+SUFFIX = ".webhooks"
+"""The queue's SQLite file beside a SQLite store (``<db>.webhooks``)."""
+
+CLAIM_ROWS = 20
+"""Due rows one sender claims at a time."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -109,7 +117,7 @@ class Webhooks:
 
     def __init__(
         self,
-        path: Path | str,
+        db: SqlDb | Path | str,
         *,
         eta_margin_s: float = 300.0,
         timeout_s: float = 5.0,
@@ -117,7 +125,7 @@ class Webhooks:
         backoff_max_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
+        self.db = db if isinstance(db, SqlDb) else SqlDb(db)
         self.eta_margin_s = eta_margin_s
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
@@ -127,14 +135,7 @@ class Webhooks:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA synchronous=FULL")  # a queued notification survives a power cut
-        return db
+        self.db.ensure(_SCHEMA)
 
     def subscribe(self, url: str, secret: str) -> int:
         """Add a receiver; ValueError for a URL that is not http(s) or an empty secret."""
@@ -143,12 +144,12 @@ class Webhooks:
             raise ValueError(f"url {url!r}: an http:// or https:// URL is required")
         if not isinstance(secret, str) or len(secret) < 16:
             raise ValueError("secret: at least 16 characters")
-        with closing(self._connect()) as db:
-            cur = db.execute(
-                "INSERT INTO subscriptions (url, secret, created) VALUES (?, ?, ?)",
+        with self.db.connect() as db:
+            row = db.execute(
+                "INSERT INTO subscriptions (url, secret, created) VALUES (?, ?, ?) RETURNING id",
                 (url, secret, int(self._clock())),
-            )
-            return int(cur.lastrowid or 0)
+            ).fetchone()
+        return int(row[0])
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -156,12 +157,13 @@ class Webhooks:
         """The ingest listener: queue what these records notify, durably, before the ack."""
         if not any(r.WhichOneof("body") in ("delivery", "alert", "eta") for r in records):
             return
-        with self._lock, closing(self._connect()) as db:
+        queued = 0
+        with self._lock, self.db.connect() as db:
             subs = [row[0] for row in db.execute("SELECT id FROM subscriptions")]
             if not subs:
                 return
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with db.transaction():
+                db.lock(f"webhooks:{vehicle}")  # another collector's ETA margin check waits
                 now = self._clock()
 
                 def last_eta(stop: str) -> int | None:
@@ -170,25 +172,21 @@ class Webhooks:
                     ).fetchone()
                     return None if row is None else int(row[0])
 
-                queued = 0
                 for key, event, payload in notifications(vehicle, records, last_eta, self.eta_margin_s):
                     body = json.dumps({"id": key, "event": event, **payload}, separators=(",", ":"))
                     for sub in subs:
                         cur = db.execute(
-                            "INSERT OR IGNORE INTO queue (subscription, key, event, payload, next_at)"
-                            " VALUES (?, ?, ?, ?, ?)",
+                            "INSERT INTO queue (subscription, key, event, payload, next_at)"
+                            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                             (sub, key, event, body, now),
                         )
                         queued += cur.rowcount
                     if event == "eta.changed":
                         db.execute(
-                            "INSERT OR REPLACE INTO eta_sent (vehicle, stop, eta_ms) VALUES (?, ?, ?)",
+                            "INSERT INTO eta_sent (vehicle, stop, eta_ms) VALUES (?, ?, ?) ON CONFLICT"
+                            " (vehicle, stop) DO UPDATE SET eta_ms = excluded.eta_ms",
                             (vehicle, payload["stop"], payload["eta_ms"]),
                         )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         if queued:
             self._wake.set()
 
@@ -206,7 +204,7 @@ class Webhooks:
             self._thread = None
 
     def pending(self) -> int:
-        with closing(self._connect()) as db:
+        with self.db.connect() as db:
             return int(db.execute("SELECT count(*) FROM queue WHERE delivered_at IS NULL").fetchone()[0])
 
     def _run(self) -> None:
@@ -221,38 +219,71 @@ class Webhooks:
 
     def send_due(self) -> float:
         """Send every due row once; the seconds until the next one is due (at most 5 s)."""
-        with closing(self._connect()) as db:
-            due = db.execute(
-                "SELECT q.id, q.key, q.event, q.payload, q.attempts, s.url, s.secret FROM queue q"
-                " JOIN subscriptions s ON s.id = q.subscription"
-                " WHERE q.delivered_at IS NULL AND q.next_at <= ? ORDER BY q.id LIMIT 100",
-                (self._clock(),),
-            ).fetchall()
-            failed_subs: set[str] = set()
-            for row_id, key, event, payload, attempts, url, secret in due:
-                if self._stop.is_set():
-                    break
-                if url in failed_subs:  # keep the order per receiver: no overtaking a failed row
-                    error: str | None = "an earlier notification is waiting"
-                else:
-                    error = self._post(url, secret, key, event, payload.encode())
-                now = self._clock()
-                if error is None:
-                    db.execute(
-                        "UPDATE queue SET delivered_at = ?, last_error = NULL WHERE id = ?", (now, row_id)
-                    )
+        failed: set[str] = set()  # receivers that failed in this round
+        with self.db.connect() as db:
+            for row_id, key, event, payload, attempts, url, secret in self._claim(db):
+                if self._stop.is_set():  # stopping: what is claimed and unsent is due again at once
+                    db.execute("UPDATE queue SET next_at = ? WHERE id = ?", (self._clock(), row_id))
                     continue
-                failed_subs.add(url)
-                delay = min(self.backoff_max_s, self.backoff_s * 2**attempts) * random.uniform(0.8, 1.2)
-                db.execute(
-                    "UPDATE queue SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?",
-                    (now + delay, error, row_id),
-                )
-                log.info("webhook %s to %s failed (attempt %d): %s", key, url, attempts + 1, error)
+                self._send(db, failed, row_id, key, event, payload, attempts, url, secret)
             row = db.execute("SELECT min(next_at) FROM queue WHERE delivered_at IS NULL").fetchone()
         if row[0] is None:
             return 5.0
         return max(0.0, min(5.0, float(row[0]) - self._clock()))
+
+    def _claim(self, db: Conn) -> list[tuple[Any, ...]]:
+        """Take up to :data:`CLAIM_ROWS` due rows, oldest first, for this sender alone: their
+        ``next_at`` moves past the time posting them may take, so another sender (another
+        collector on the same database) skips them; a sender killed meanwhile leaves them due
+        again when that lease ends. The UPDATE re-checks ``next_at`` on each row it locks, so of
+        two senders claiming at once only one gets a row."""
+        now = self._clock()
+        lease = now + CLAIM_ROWS * (self.timeout_s + 1)
+        claimed = db.execute(
+            "UPDATE queue SET next_at = ? WHERE delivered_at IS NULL AND next_at <= ? AND id IN"
+            " (SELECT id FROM queue WHERE delivered_at IS NULL AND next_at <= ? ORDER BY id LIMIT ?)"
+            " RETURNING id",
+            (lease, now, now, CLAIM_ROWS),
+        ).fetchall()
+        if not claimed:
+            return []
+        ids = sorted(int(r[0]) for r in claimed)
+        rows = db.execute(
+            "SELECT q.id, q.key, q.event, q.payload, q.attempts, s.url, s.secret FROM queue q"
+            " JOIN subscriptions s ON s.id = q.subscription"
+            f" WHERE q.id IN ({','.join('?' * len(ids))}) ORDER BY q.id",
+            ids,
+        ).fetchall()
+        return [tuple(r) for r in rows]
+
+    def _send(
+        self,
+        db: Conn,
+        failed: set[str],
+        row_id: int,
+        key: str,
+        event: str,
+        payload: str,
+        attempts: int,
+        url: str,
+        secret: str,
+    ) -> None:
+        """Post one claimed row and settle it: delivered, or due again after the backoff."""
+        if url in failed:  # keep the order per receiver: no overtaking a failed row
+            error: str | None = "an earlier notification is waiting"
+        else:
+            error = self._post(url, secret, key, event, payload.encode())
+        now = self._clock()
+        if error is None:
+            db.execute("UPDATE queue SET delivered_at = ?, last_error = NULL WHERE id = ?", (now, row_id))
+            return
+        failed.add(url)
+        delay = min(self.backoff_max_s, self.backoff_s * 2**attempts) * random.uniform(0.8, 1.2)
+        db.execute(
+            "UPDATE queue SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?",
+            (now + delay, error, row_id),
+        )
+        log.info("webhook %s to %s failed (attempt %d): %s", key, url, attempts + 1, error)
 
     def _post(self, url: str, secret: str, key: str, event: str, body: bytes) -> str | None:
         """None if the receiver answered 2xx, else what went wrong."""

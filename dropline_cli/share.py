@@ -1,4 +1,4 @@
-"""``dropline share STOP --db PATH``: an unguessable, expiring tracking link for one stop.
+"""``dropline share STOP --db PATH|URL``: an unguessable, expiring tracking link for one stop.
 
 The van is found from the manifests (``--manifests DIR``) or the stored stop records, or named
 with ``--vehicle``. stdout: ``{"url", "path", "stop", "vehicle", "expires"}``; the link is the
@@ -20,7 +20,12 @@ EXAMPLE = "dropline share S1 --db collector.db --base http://127.0.0.1:8080 --tt
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stop", metavar="STOP", help="the stop id (as in the manifest)")
-    parser.add_argument("--db", required=True, type=Path, metavar="PATH", help="the collector's SQLite store")
+    parser.add_argument(
+        "--db",
+        required=True,
+        metavar="PATH|URL",
+        help="the collector's store: SQLite file or postgresql:// URL",
+    )
     parser.add_argument("--vehicle", metavar="V", help="the van (found from manifests or records if omitted)")
     parser.add_argument("--manifests", type=Path, metavar="DIR", help="directory of manifest JSON files")
     parser.add_argument(
@@ -33,18 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cloud.api import manifests, share
-    from cloud.store import SqliteStore
+    from cloud.collector import open_store
+    from cloud.sqldb import SqlDb, is_postgres
     from cloud.tokens import Tokens
 
-    if not args.db.exists():
+    if not is_postgres(args.db) and not Path(args.db).exists():
         raise UsageError(f"--db {args.db}: no such store")
-    store = SqliteStore(args.db, readonly=True)
+    store = open_store(args.db, readonly=True)
+    db = SqlDb(args.db)
     try:
         body = {"stop": args.stop, "vehicle": args.vehicle, "ttl_s": args.ttl_h * 3600}
-        out = share.create(body, args.db, store, Tokens(args.db), manifests.load(args.manifests))
+        out = share.create(body, db, store, Tokens(db), manifests.load(args.manifests))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     finally:
         store.close()
+        db.close()
     sys.stdout.write(json.dumps({"url": args.base.rstrip("/") + out["path"], **out}) + "\n")
     return 0

@@ -1,5 +1,6 @@
-"""The control tower's HTTP API against a real in-process collector (real SQLite store, the real
-ingest path, uvicorn on a loopback port), checked against the records we sent."""
+"""The control tower's HTTP API against a real in-process collector (a real SQLite store, and a real
+PostgreSQL server in a schema of its own; the real ingest path, uvicorn on a loopback port),
+checked against the records we sent. Every test runs on both stores."""
 
 from __future__ import annotations
 
@@ -12,23 +13,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from cloud.collector import Collector
+from cloud.collector import Collector, open_store
 from cloud.ingest import Ingest
-from cloud.store import SqliteStore
 from cloud.tokens import Tokens
 from protocols import convert, wire
 from protocols.records import Alert, BlobChunk, Delivery, Eta, Fix, Record, Signal, StopUpdate, iso_time
+from tests.postgres import Postgres, run_postgres
 
 T0 = 1_410_325_200.0  # 2014-09-10T05:00:00Z
 SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
 
 
 class Tower:
-    def __init__(self, tmp: Path) -> None:
-        self.db = tmp / "collector.db"
-        store = SqliteStore(self.db)
+    def __init__(self, tmp: Path, db: str | Path) -> None:
+        self.db = db
+        store = open_store(db)
         (tmp / "manifests").mkdir()
         manifest = {
             "manifest_id": "m1",
@@ -91,9 +93,24 @@ class Tower:
             return json.loads(r.read())
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with run_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """The collector's ``--db``: a SQLite file, or a PostgreSQL URL with an empty schema."""
+    if request.param == "sqlite":
+        return tmp_path / "collector.db"
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.new_store_url("api")
+
+
 @pytest.fixture
-def tower(tmp_path: Path) -> Iterator[Tower]:
-    t = Tower(tmp_path)
+def tower(tmp_path: Path, store_db: str | Path) -> Iterator[Tower]:
+    t = Tower(tmp_path, store_db)
     try:
         yield t
     finally:
@@ -117,8 +134,18 @@ def test_tokens_are_required_and_roles_enforced(tower: Tower) -> None:
     assert (
         status(lambda: tower.post("/api/v1/shares", {"stop": "S1", "vehicle": "van-1"}, token="read")) == 403
     )
-    # only the hash is stored: the token itself appears nowhere in the file
-    assert tower.read.encode() not in tower.db.read_bytes()
+    # only the hash is stored: the token itself appears nowhere in the database
+    if isinstance(tower.db, Path):
+        assert tower.read.encode() not in tower.db.read_bytes()
+    else:
+        with psycopg.connect(tower.db) as db:
+            rows = db.execute("SELECT hash, role FROM api_tokens").fetchall()
+        assert sorted(rows) == sorted(
+            [
+                (hashlib.sha256(t.encode()).hexdigest(), r)
+                for t, r in ((tower.read, "read"), (tower.admin, "admin"))
+            ]
+        )
 
 
 def test_vehicles_track_and_exceptions_follow_the_records(tower: Tower) -> None:

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from cloud.api import fleet, live, openapi, share
 from cloud.api.auth import require
 from cloud.api.stream import Hub
+from cloud.sqldb import SqlDb
 from cloud.store import Store
 from cloud.tokens import Tokens
 from cloud.webhooks import Webhooks
@@ -92,7 +93,7 @@ PAGE_ROUTES: list[BaseRoute] = [
 
 
 def create_app(
-    db: Path,
+    db: SqlDb | Path,
     store: Store,
     tokens: Tokens,
     hub: Hub,
@@ -100,9 +101,10 @@ def create_app(
     manifests: Path | None = None,
     webhooks: Webhooks | None = None,
 ) -> Starlette:
-    """The app over the SQLite store at ``db`` (read through its own read-only connections)."""
+    """The app over the store whose database is ``db`` (a SQLite path is read through read-only
+    connections of its own; a PostgreSQL database is the one every collector sharing it writes)."""
     app = Starlette(routes=[*API_ROUTES, *PAGE_ROUTES])
-    app.state.db = db
+    app.state.db = db if isinstance(db, SqlDb) else SqlDb(db, readonly=True)
     app.state.store = store
     app.state.tokens = tokens
     app.state.hub = hub

@@ -5,7 +5,6 @@ pool, so their SQLite reads never block the event loop."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -15,14 +14,15 @@ from starlette.responses import JSONResponse, Response
 from cloud import kpi
 from cloud.api import manifests, reads
 from cloud.api.auth import require
+from cloud.sqldb import SqlDb
 from cloud.store import Store
 from protocols.records import parse_iso_time
 from protocols.topics import valid_vehicle
 
 
-def _db(request: Request) -> Path:
-    path: Path = request.app.state.db
-    return path
+def _db(request: Request) -> SqlDb:
+    db: SqlDb = request.app.state.db
+    return db
 
 
 def _vehicle(request: Request) -> str:

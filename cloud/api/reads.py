@@ -1,11 +1,12 @@
 """What the control tower reads: stored records of one vehicle, decoded, and what they add up to.
 
-Every function opens its own read-only connection to the store's SQLite file, so a request never
-waits for the ingest's writer (WAL) and sees one committed snapshot. Records come back in the
+Every function opens its own connection to the store's database (``cloud.sqldb``: the SQLite
+file read-only, so a request never waits for the ingest's writer (WAL); or the PostgreSQL
+database, which every collector sharing it writes), and sees what is committed. Records come back in the
 export JSON form (``protocols.convert.to_json``) with ``vehicle``; views fill in as record kinds
 appear: a van without a manifest simply has no stops, ETAs or proofs of delivery.
 
-Photos come from the collector's reassembly (``cloud.blobs``, ``<db>.blobs``): each verified
+Photos come from the collector's reassembly (``cloud.blobs``, ``<db>.blobs`` or PostgreSQL): each verified
 once when its last chunk arrived, never rebuilt from the chunk records per request.
 
 Exceptions are alerts of severity ``warning`` or worse; one is cleared by a later ``<code>_cleared``
@@ -15,14 +16,12 @@ alert carrying the same ``attrs`` (the route stage copies them), and ``gps_lost`
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cloud.blobs import Blobs, blobs_path
+from cloud.blobs import Blobs
+from cloud.sqldb import Conn, SqlDb
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 
@@ -33,19 +32,12 @@ CLEARED_BY = {"gps_restored": "gps_lost"}
 EXCEPTION_SEVERITIES = frozenset({"warning", "error", "critical"})
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A read-only connection (``mode=ro``: a missing file is an error, not a new empty store)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
-
-
 def decode(vehicle: str, body: bytes) -> dict[str, Any]:
     return {"vehicle": vehicle, **convert.to_json(pb.Record.FromString(body))}
 
 
 def records(
-    path: Path,
+    db: SqlDb,
     vehicle: str | None,
     kinds: Sequence[str],
     from_ms: int | None = None,
@@ -65,14 +57,14 @@ def records(
         where.append("time_ms <= ?")
         params.append(to_ms)
     sql = f"SELECT vehicle, body FROM records WHERE {' AND '.join(where)} ORDER BY time_ms, vehicle, seq"
-    with closing(connect(path)) as db:
-        return [decode(v, body) for v, body in db.execute(sql, params)]
+    with db.connect() as conn:
+        return [decode(v, bytes(body)) for v, body in conn.execute(sql, params)]
 
 
-def _latest(db: sqlite3.Connection, vehicle: str, kind: str) -> Iterator[pb.Record]:
+def _latest(db: Conn, vehicle: str, kind: str) -> Iterator[pb.Record]:
     query = "SELECT body FROM records WHERE vehicle = ? AND kind = ? ORDER BY time_ms DESC, seq DESC"
     for (body,) in db.execute(query, (vehicle, kind)):
-        yield pb.Record.FromString(body)
+        yield pb.Record.FromString(bytes(body))
 
 
 def exceptions(alerts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,10 +88,10 @@ def exceptions(alerts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def stops(path: Path, vehicle: str) -> list[dict[str, Any]]:
+def stops(db: SqlDb, vehicle: str) -> list[dict[str, Any]]:
     """Each stop the van reported on or has an ETA for: ``{manifest, stop, status, times:
     {status: time}, eta}`` in the order of its latest ETA (then first report)."""
-    rows = records(path, vehicle, ("stop_update", "eta"))
+    rows = records(db, vehicle, ("stop_update", "eta"))
     by_stop: dict[tuple[str, str], dict[str, Any]] = {}
     latest_eta: dict[str, Any] | None = None
     for r in rows:
@@ -126,25 +118,25 @@ def stops(path: Path, vehicle: str) -> list[dict[str, Any]]:
     return [by_stop[k] for k in order + rest]
 
 
-def latest_eta(path: Path, vehicle: str) -> dict[str, Any] | None:
-    with closing(connect(path)) as db:
-        for r in _latest(db, vehicle, "eta"):
+def latest_eta(db: SqlDb, vehicle: str) -> dict[str, Any] | None:
+    with db.connect() as conn:
+        for r in _latest(conn, vehicle, "eta"):
             return {"vehicle": vehicle, **convert.to_json(r)}
     return None
 
 
-def vehicle_state(path: Path, vehicle: str, position: dict[str, Any] | None) -> dict[str, Any]:
+def vehicle_state(sql: SqlDb, vehicle: str, position: dict[str, Any] | None) -> dict[str, Any]:
     """The dispatcher's row for one van: position, speed (m/s, of the latest fix), state of
     charge (%), next stop and its ETA, open exceptions, each where known."""
     out: dict[str, Any] = {"vehicle": vehicle, "time": None, "lat": None, "lon": None}
-    with closing(connect(path)) as db:
+    with sql.connect() as db:
         if position is not None:
             out.update(time=position["time"], lat=position["lat"], lon=position["lon"])
             row = db.execute(
                 "SELECT body FROM records WHERE vehicle = ? AND seq = ?", (vehicle, position["seq"])
             ).fetchone()
             if row is not None:
-                fix = pb.Record.FromString(row[0]).fix
+                fix = pb.Record.FromString(bytes(row[0])).fix
                 if fix.HasField("speed_cms"):
                     out["speed"] = fix.speed_cms / 100
         for r in _latest(db, vehicle, "signal"):
@@ -156,7 +148,7 @@ def vehicle_state(path: Path, vehicle: str, position: dict[str, Any] | None) -> 
                 out["next_stop"] = r.eta.stops[0]
                 out["eta"] = convert.to_json(r)["etas"][0]
             break
-    alerts = records(path, vehicle, ("alert",))
+    alerts = records(sql, vehicle, ("alert",))
     out["open_exceptions"] = [
         {"code": e["code"], "time": e["time"], "message": e["message"]}
         for e in exceptions(alerts)
@@ -177,9 +169,10 @@ class Photo:
     data: bytes = b""
 
 
-def _blobs(path: Path) -> Blobs | None:
-    """The collector's reassembled blobs beside the store, read-only; None before it has any."""
-    where = blobs_path(path)
+def _blobs(db: SqlDb) -> Blobs | None:
+    """The collector's reassembled blobs beside the store, read-only; None before it has any
+    (no connection is held between calls: nothing to close)."""
+    where = db.beside(".blobs")
     return Blobs(where, readonly=True) if where.exists() else None
 
 
@@ -191,34 +184,32 @@ def _complete(blobs: Blobs, vehicle: str) -> dict[str, Photo]:
     }
 
 
-def photos(path: Path, vehicle: str) -> dict[str, Photo]:
+def photos(db: SqlDb, vehicle: str) -> dict[str, Photo]:
     """Complete blobs by id, without their bytes: every chunk arrived and the joined bytes match
     ``sha256``; incomplete or set-aside ones are left out until (unless) the rest arrives."""
-    blobs = _blobs(path)
+    blobs = _blobs(db)
     if blobs is None:
         return {}
-    with closing(blobs):
-        return _complete(blobs, vehicle)
+    return _complete(blobs, vehicle)
 
 
-def photo(path: Path, vehicle: str, blob: str) -> Photo | None:
+def photo(db: SqlDb, vehicle: str, blob: str) -> Photo | None:
     """One complete blob with its verified bytes, or None."""
-    blobs = _blobs(path)
+    blobs = _blobs(db)
     if blobs is None:
         return None
-    with closing(blobs):
-        found = _complete(blobs, vehicle).get(blob)
-        data = None if found is None else blobs.get(vehicle, blob)
+    found = _complete(blobs, vehicle).get(blob)
+    data = None if found is None else blobs.get(vehicle, blob)
     if found is None or data is None:
         return None
     return Photo(found.blob, found.delivery, found.media_type, found.size, data)
 
 
-def deliveries(path: Path, vehicle: str) -> list[dict[str, Any]]:
+def deliveries(db: SqlDb, vehicle: str) -> list[dict[str, Any]]:
     """Proofs of delivery, each with ``photos``: the complete blobs proving it (``<stop>/<parcel>``)."""
-    found = photos(path, vehicle)
+    found = photos(db, vehicle)
     out = []
-    for d in records(path, vehicle, ("delivery",)):
+    for d in records(db, vehicle, ("delivery",)):
         key = f"{d['stop']}/{d['parcel']}"
         d["photos"] = [
             {"blob": p.blob, "media_type": p.media_type, "bytes": p.size}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -20,6 +19,7 @@ from cloud.api import manifests, reads
 from cloud.api.auth import require
 from cloud.api.live import SSE_HEADERS
 from cloud.api.stream import Hub
+from cloud.sqldb import SqlDb
 from cloud.store import Store
 from cloud.tokens import ShareLink, Tokens
 from protocols.records import iso_time
@@ -35,7 +35,7 @@ NOT_VALID = "<!doctype html><title>Dropline</title><p>This link is not valid.</p
 DONE = ("completed", "skipped")
 
 
-def resolve_vehicle(db: Path, store: Store, plans: manifests.Plans, stop: str) -> str:
+def resolve_vehicle(db: SqlDb, store: Store, plans: manifests.Plans, stop: str) -> str:
     """The one van whose manifest or records name ``stop``; ValueError if none or several."""
     found = {p.vehicle for p in plans.stops.values() if p.stop == stop}
     if not found:
@@ -49,7 +49,7 @@ def resolve_vehicle(db: Path, store: Store, plans: manifests.Plans, stop: str) -
 
 
 def create(
-    request_body: dict[str, Any], db: Path, store: Store, tokens: Tokens, plans: manifests.Plans
+    request_body: dict[str, Any], db: SqlDb, store: Store, tokens: Tokens, plans: manifests.Plans
 ) -> dict[str, Any]:
     """Make a link from ``{stop, vehicle?, ttl_s?}``: ``{token, path, stop, vehicle, expires}``."""
     stop = request_body.get("stop")
@@ -103,7 +103,7 @@ def page(request: Request) -> Response:
 def state(request: Request) -> JSONResponse:
     """What the customer may see of their stop, nothing of any other."""
     link = _link(request)
-    db: Path = request.app.state.db
+    db: SqlDb = request.app.state.db
     plan = manifests.load(request.app.state.manifests).find(link.vehicle, link.stop)
     out: dict[str, Any] = {"stop": link.stop, "expires": iso_time(link.expires), "status": None, "eta": None}
     if plan is not None:
