@@ -107,7 +107,8 @@ def _python_can(c: CanConfig) -> Source:
         from firmware_bridge.can.bus_driver import CanDriver
         from firmware_bridge.can.decoder import CanDecoder
 
-        decoder = CanDecoder.from_files(dbc, c.mapping or None)
+        # The DBC is compiled in a child process: cantools (~20 MB resident) stays out of the agent.
+        decoder = CanDecoder.from_table(dbc, c.mapping or None)
         return CanDriver(decoder, interface=c.interface, channel=c.channel, bitrate=c.bitrate)
 
     return Source("can", Clock.HOST, driver)

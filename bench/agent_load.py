@@ -12,13 +12,22 @@ before the agent starts: a list of frames and one ``send`` every 10 ms; counted 
 figures, which is the honest side). ``--can-interface socketcan --can-channel vcan0`` (a Linux
 with ``vcan``: ``ip link add vcan0 type vcan; ip link set vcan0 up``) reads the bus with the
 standard-library SocketCAN reader instead, and the frames are sent from this bench process, so
-python-can is not in the agent's figures.
+python-can is not in the agent's figures. ``--transport mqtt`` sends through a local Mosquitto to
+a collector subscribed there.
+
+The agent's live CAN driver decodes over a table compiled from the DBC in a child process
+(``firmware_bridge/can/compile_dbc.py``), so the driver never imports cantools; but
+``agent/config.py`` still parses the DBC with cantools in the agent itself to check the mapping at
+start. ``--config-check table`` runs that same check over the compiled table instead (the one-line
+change proposed for ``agent/config.py``: ``load_table`` for ``load_dbc``), to show the figure
+with cantools out of the process.
 
 Memory is ``/proc/<pid>/status`` (VmHWM peak, VmRSS sampled each second: "steady" is the median of
 the second half); CPU is utime+stime from ``/proc/<pid>/stat`` over the run after a warm-up,
 divided by the wall time.
 
     .venv/bin/python -m bench.agent_load [--seconds 300] [--warmup 20] [--transport grpc|mqtt]
+        [--can-interface virtual|socketcan] [--config-check cantools|table]
 """
 
 from __future__ import annotations
@@ -105,11 +114,15 @@ def socketcan_feeder(channel: str, rate: float, stop: threading.Event) -> thread
     return thread
 
 
-def child(config: str, rate: float, can_interface: str) -> int:
+def child(config: str, rate: float, can_interface: str, config_check: str) -> int:
     """In the agent process: send the Kona log's frames at ``rate`` a second (on python-can's
     virtual bus; a SocketCAN bus is fed from the bench process), and run the agent."""
     if os.environ.get("AGENT_LOAD_BIIP_TABLE") == "1":  # "before": biip's own prefix module
         import biip.gs1_prefixes  # noqa: F401
+    if config_check == "table":  # agent/config.py's DBC+mapping check over the compiled table
+        from firmware_bridge.can import decoder, table_decoder
+
+        decoder.load_dbc = table_decoder.load_table  # type: ignore[assignment]
     from dropline_cli import agent as agent_cmd
 
     if can_interface == "socketcan":
@@ -176,17 +189,24 @@ def run(
     scan_every: float,
     can_interface: str = "virtual",
     can_channel: str = CHANNEL,
+    config_check: str = "cantools",
 ) -> dict[str, float]:
     scans = [s for s in (DATA / "barcodes" / "scans_raw.txt").read_text().splitlines() if s.strip()]
     positions = trace()
     with tempfile.TemporaryDirectory(prefix="dropline-load-") as folder:
         tmp = Path(folder)
         port = free_port()
+        broker = None
         if transport == "grpc":
             hub = collector(tmp, tmp / "collector.db", grpc_port=port)
             target = f"127.0.0.1:{port}"
         else:
-            raise SystemExit("only grpc here (MQTT needs a broker: bench/uplink.py starts one)")
+            from tests.brokers import Mosquitto
+
+            broker = Mosquitto(tmp)
+            broker.start()
+            target = broker.url
+            hub = collector(tmp, tmp / "collector.db", mqtt_url=target)
         gps_master, gps_port = open_pty()
         scan_master, scan_port = open_pty()
         config = agent_config(
@@ -209,6 +229,8 @@ def run(
                     str(can_rate),
                     "--can-interface",
                     can_interface,
+                    "--config-check",
+                    config_check,
                 ],
                 stdout=log,
                 stderr=log,
@@ -246,6 +268,8 @@ def run(
             proc.terminate()
             proc.wait(30)
             hub.stop()
+            if broker is not None:
+                broker.stop()
             os.close(gps_master)
             os.close(scan_master)
         with sqlite3.connect(tmp / "collector.db") as db:
@@ -265,15 +289,21 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=300.0, help="length of the run")
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds before CPU and steady RSS count")
-    parser.add_argument("--transport", default="grpc", choices=("grpc",))
+    parser.add_argument("--transport", default="grpc", choices=("grpc", "mqtt"))
     parser.add_argument("--can-rate", type=float, default=100.0, help="CAN frames a second")
     parser.add_argument("--scan-every", type=float, default=60.0, help="seconds between scans")
     parser.add_argument("--can-interface", default="virtual", choices=("virtual", "socketcan"))
     parser.add_argument("--can-channel", default=CHANNEL, help="e.g. vcan0 with --can-interface socketcan")
+    parser.add_argument(
+        "--config-check",
+        default="cantools",
+        choices=("cantools", "table"),
+        help="how the agent's config check reads the DBC (table: the change proposed for agent/config.py)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        raise SystemExit(child(args.child, args.can_rate, args.can_interface))
+        raise SystemExit(child(args.child, args.can_rate, args.can_interface, args.config_check))
     r = run(
         args.seconds,
         args.warmup,
@@ -282,10 +312,12 @@ def main() -> None:
         args.scan_every,
         args.can_interface,
         args.can_channel,
+        args.config_check,
     )
     print(
         f"agent, {args.seconds:.0f} s at 1 Hz GNSS, {args.can_rate:.0f} CAN frames/s, a scan every"
-        f" {args.scan_every:.0f} s, {args.transport} uplink"
+        f" {args.scan_every:.0f} s, {args.transport} uplink, CAN on {args.can_interface},"
+        f" config check over {args.config_check}"
     )
     mem = "within" if r["peak_mb"] <= BUDGET_MB else "OVER"
     cpu = "within" if r["cpu_pct"] <= BUDGET_CPU else "OVER"
