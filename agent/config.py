@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 import types
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
@@ -184,6 +185,20 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class SignalConfig:
+    deadband: float = setting(
+        0.0,
+        "report when the value moved more than this from the last reported; 0 = any change",
+        "signal unit",
+        min=0.0,
+        max=1e12,
+    )
+    heartbeat_s: float = setting(
+        60.0, "report at least this often even when the value holds", "s", min=0.0, max=86400.0
+    )
+
+
+@dataclass(frozen=True)
 class CompactionConfig:
     max_error_m: float = setting(
         0.0,
@@ -202,6 +217,14 @@ class CompactionConfig:
         "m",
         min=0.0,
         max=100_000.0,
+    )
+    signals: Mapping[str, SignalConfig] = field(
+        default_factory=dict,
+        metadata={
+            "doc": "report by exception, one table per VSS name; signals not listed: every value",
+            # a table's "choices" are examples of valid tables (tests draw them), not a limit
+            "choices": ({}, {"Vehicle.Speed": {"deadband": 1.0, "heartbeat_s": 60}}),
+        },
     )
 
 
@@ -244,6 +267,15 @@ def _section_type(tp: Any) -> type | None:
     return tp if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__") else None
 
 
+def _table_type(tp: Any) -> type | None:
+    """The section dataclass of a ``Mapping[str, Section]`` setting: a table of sections keyed by
+    a free name (``[compaction.signals."Vehicle.Speed"]``)."""
+    args = get_args(tp)
+    if get_origin(tp) is Mapping and len(args) == 2 and args[0] is str:
+        return _section_type(args[1])
+    return None
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
@@ -278,11 +310,22 @@ def build(cls: type[T], raw: Any, where: str) -> T:
     for name, f in declared.items():
         path = f"{where}.{name}"
         if name not in raw:
-            if f.default is MISSING:
+            if f.default is MISSING and f.default_factory is MISSING:
                 raise ConfigError(f"{path}: required")
             continue
-        section = _section_type(hints[name])
-        value = build(section, raw[name], path) if section else _convert(raw[name], hints[name], path)
+        section, table = _section_type(hints[name]), _table_type(hints[name])
+        if table:
+            if not isinstance(raw[name], dict):
+                raise ConfigError(f"{path}: expected a table, got {type(raw[name]).__name__}")
+            try:  # an error inside names the table setting, then the entry: `signals: "X".deadband`
+                values[name] = {key: build(table, v, f'"{key}"') for key, v in raw[name].items()}
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            continue
+        if section:
+            value: Any = build(section, raw[name], path)
+        else:
+            value = _convert(raw[name], hints[name], path)
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
@@ -367,8 +410,12 @@ def describe(cls: type = AgentConfig, prefix: str = "") -> list[str]:
     lines: list[str] = []
     hints = get_type_hints(cls)
     for f in fields(cls):
-        section = _section_type(hints[f.name])
+        section, table = _section_type(hints[f.name]), _table_type(hints[f.name])
         name = f"{prefix}{f.name}"
+        if table:
+            lines.append(f'[{name}."<name>"]  {f.metadata.get("doc", "")}')
+            lines += describe(table, f'{name}."<name>".')
+            continue
         if section:
             lines.append(f"[{name}]  {f.metadata.get('doc', '')}")
             lines += describe(section, name + ".")

@@ -15,7 +15,7 @@ from agent.config import CompactionConfig, RouteConfig
 from agent.events import CoreEvent
 from agent.geofence import Rules
 from agent.stages.base import Effect, Stage, StageOutput, VehicleState
-from agent.stages.compactor import Compactor
+from agent.stages.compactor import Compactor, Deadband
 from agent.stages.geofence import GeofenceStage
 from agent.stages.gps_watch import GpsWatch
 from agent.stages.receipts import Receipts
@@ -46,7 +46,13 @@ def default_stages(
     route_rules = RouteRules(route.dwell_factor, route.idle_s, route.idle_speed_kmh)
     compaction = compaction or CompactionConfig()
     return [
-        Compactor(VehicleStage(), compaction.max_error_m, compaction.max_hold_s, compaction.live_error_m),
+        Compactor(
+            VehicleStage(),
+            compaction.max_error_m,
+            compaction.max_hold_s,
+            compaction.live_error_m,
+            {name: Deadband(s.deadband, s.heartbeat_s) for name, s in compaction.signals.items()},
+        ),
         geofence,
         RouteStage(geofence, route_rules),
         GpsWatch(route.gps_lost_s),

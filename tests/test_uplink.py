@@ -56,7 +56,10 @@ class Link:
         with self.lock:
             self.sent.append(batch)
             ack = pb.Downlink(ack=self.ingest.handle(self.tamper(batch), VAN))
-            (self.held if self.hold else [self.down.put(ack)]).append(ack)
+            if self.hold:
+                self.held.append(ack)
+            else:
+                self.down.put(ack)
 
     def receive(self, timeout: float) -> list[pb.Downlink]:
         def check() -> None:
