@@ -1,5 +1,7 @@
 """Webhooks against a real HTTP receiver on loopback that fails, hangs and comes back, with a
-restart of the sender in between: every notification arrives (at least once), signed."""
+restart of the sender in between: every notification arrives (at least once), signed. The queue
+in a SQLite file and in a real PostgreSQL; and two senders (two collectors) sharing a PostgreSQL
+queue post each notification once."""
 
 from __future__ import annotations
 
@@ -9,12 +11,17 @@ import http.server
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from cloud.sqldb import SqlDb
 from cloud.webhooks import Webhooks
 from protocols import convert
 from protocols.records import Alert, Delivery, Eta, Fix
+from tests.postgres import Postgres, run_postgres
 
 SECRET = "s3cret-s3cret-s3cret"
 T0 = 1_410_325_200.0
@@ -57,11 +64,24 @@ def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_fails_hangs_restart_and_comes_back(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with run_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Path | SqlDb:
+    if request.param == "sqlite":
+        return tmp_path / "collector.db.webhooks"
+    server: Postgres = request.getfixturevalue("postgres")
+    return SqlDb(server.new_store_url("hooks"))
+
+
+def test_fails_hangs_restart_and_comes_back(queue: Path | SqlDb) -> None:
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
-    queue = tmp_path / "collector.db.webhooks"
     opts: dict[str, Any] = {"timeout_s": 0.5, "backoff_s": 0.05, "backoff_max_s": 0.3, "eta_margin_s": 120}
     hooks = Webhooks(queue, **opts)
     hooks.subscribe(url, SECRET)
@@ -113,3 +133,27 @@ def test_fails_hangs_restart_and_comes_back(tmp_path: Path) -> None:
     delivered = next(json.loads(b) for h, b in receiver.got if h["Dropline-Event"] == "delivered")
     assert delivered["record"]["parcel"] == "P1" and delivered["vehicle"] == "van-1"
     receiver.shutdown()
+
+
+def test_two_collectors_sharing_a_postgres_queue_post_each_once(postgres: Postgres) -> None:
+    receiver = Receiver()
+    receiver.mode = "ok"
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    db = postgres.new_store_url("shared")
+    opts: dict[str, Any] = {"timeout_s": 2.0, "backoff_s": 0.05, "backoff_max_s": 0.3}
+    first, second = Webhooks(SqlDb(db), **opts), Webhooks(SqlDb(db), **opts)
+    first.subscribe(url, SECRET)
+    alerts = [convert.to_pb(seq, Alert(T0 + seq, "late", "warning", f"stop {seq}")) for seq in range(1, 201)]
+    first.on_stored("van-1", alerts[:120])  # each collector stored part of the stream, with overlap
+    second.on_stored("van-1", alerts[80:])
+    assert first.pending() == 200
+    first.start()
+    second.start()
+    try:
+        wait_for(lambda: first.pending() == 0, "every notification delivered")
+    finally:
+        first.stop()
+        second.stop()
+    keys = sorted(h["Idempotency-Key"] for h, _ in receiver.got)
+    assert keys == sorted(f"van-1:{seq}:exception.raised" for seq in range(1, 201))  # each once

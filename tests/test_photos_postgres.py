@@ -1,0 +1,82 @@
+"""Photo reassembly in PostgreSQL (``cloud.blobs`` through ``cloud.sqldb``): two collectors sharing
+one database take the chunks of one photo, interleaved, repeated and out of order, each on its
+own connections and threads; the photo is complete once, and its bytes are the bytes chunked."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from agent.photos import chunk_blob
+from cloud.blobs import SHA256_MISMATCH, Blobs
+from cloud.sqldb import SqlDb
+from protocols import convert
+from protocols.dropline.v1 import dropline_pb2 as pb
+from protocols.records import BlobChunk
+from tests.postgres import Postgres, run_postgres
+
+T0 = 1_410_325_200.0
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with run_postgres() as server:
+        yield server
+
+
+def as_records(chunks: list[BlobChunk]) -> list[pb.Record]:
+    return [convert.to_pb(i + 1, c) for i, c in enumerate(chunks)]
+
+
+def test_two_collectors_reassemble_one_photo_once(postgres: Postgres) -> None:
+    url = postgres.new_store_url("blobs")
+    data = os.urandom(50_000)
+    chunks = chunk_blob(data, time=T0, delivery="S1/P1", media_type="image/jpeg", chunk_bytes=997)
+    rnd = random.Random(7)
+    sent = chunks + [rnd.choice(chunks) for _ in range(20)]
+    rnd.shuffle(sent)
+    collectors = [Blobs(SqlDb(url)), Blobs(SqlDb(url))]
+    completed: list[str] = []
+    errors: list[BaseException] = []
+
+    def take(blobs: Blobs, part: list[BlobChunk]) -> None:
+        try:
+            for i in range(0, len(part), 3):  # several small batches each, as vans send them
+                completed.extend(blobs.take("VAN-1", as_records(part[i : i + 3])))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=take, args=(collectors[n % 2], sent[n::4])) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert completed == [chunks[0].blob]  # completed by exactly one take, in one collector
+    for blobs in collectors:
+        got = blobs.get("VAN-1", chunks[0].blob)
+        assert got == data and hashlib.sha256(got).hexdigest() == chunks[0].sha256
+        [row] = blobs.list("VAN-1")
+        assert row["complete"] and row["size"] == len(data) and row["parts"] == len(chunks)
+    with psycopg.connect(url) as db:  # parts are dropped once joined: only the verified bytes stay
+        assert db.execute("SELECT count(*) FROM blob_parts").fetchone() == (0,)
+        assert db.execute("SELECT data FROM blobs").fetchone() == (data,)
+
+
+def test_a_mismatch_is_never_served_from_postgres(postgres: Postgres) -> None:
+    url = postgres.new_store_url("mismatch")
+    chunks = chunk_blob(os.urandom(900), time=T0, delivery="S2/P1", media_type="image/png", chunk_bytes=300)
+    bad = chunks[1]
+    chunks[1] = BlobChunk(
+        bad.time, bad.blob, bad.index, bad.count, bad.sha256, bad.media_type, bad.delivery, b"y" * 300
+    )
+    blobs = Blobs(SqlDb(url))
+    assert blobs.take("VAN-1", as_records(chunks)) == []
+    assert blobs.get("VAN-1", chunks[0].blob) is None
+    assert [r["reason"] for r in blobs.list()] == [SHA256_MISMATCH]
