@@ -58,6 +58,7 @@ MODULES = {
     "firmware_bridge.gps.serial_nmea": "our NMEA driver",
     "firmware_bridge.can.bus_driver": "our CAN driver",
     "firmware_bridge.can.socketcan": "our stdlib SocketCAN reader (no python-can)",
+    "firmware_bridge.can.decoder": "our CAN decoder over the compiled DBC table (no cantools)",
     "protocols.body_encoder": "our hand body encoder (no protobuf)",
     "agent.outbox": "our outbox (encodes with the hand encoder)",
     "firmware_bridge.scanner.serial_scanner": "our scanner driver",
