@@ -185,6 +185,32 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class EtaConfig:
+    margin_s: float = setting(
+        60.0, "commit new ETAs when one moves by more than this", "s", min=0.0, max=86400.0
+    )
+    late_margin_s: float = setting(
+        0.0, "eta_erosion when an ETA passes its window end by more than this", "s", min=0.0, max=86400.0
+    )
+    clear_margin_s: float = setting(
+        60.0, "clear eta_erosion once the ETA is back this far inside the window", "s", min=0.0, max=86400.0
+    )
+    confirm_s: float = setting(
+        60.0,
+        "an ETA must stay late (or recovered) this long before raising (or clearing)",
+        "s",
+        min=0.0,
+        max=3600.0,
+    )
+    resequence_every_s: float = setting(
+        300.0, "at most one resequence request per this long", "s", min=1.0, max=86400.0
+    )
+    resequence_budget_s: float = setting(
+        0.5, "wall-clock budget of one resequencing (off the event thread)", "s", min=0.01, max=60.0
+    )
+
+
+@dataclass(frozen=True)
 class SignalConfig:
     deadband: float = setting(
         0.0,
@@ -253,6 +279,7 @@ class AgentConfig:
     can: CanConfig | None = setting(None, "CAN bus; absent = none")
     scanner: ScannerConfig | None = setting(None, "barcode scanner; absent = none")
     route: RouteConfig = setting(RouteConfig(), "manifest, geofence and delivery exception thresholds")
+    eta: EtaConfig = setting(EtaConfig(), "ETAs, ETA erosion and resequencing")
     compaction: CompactionConfig = setting(CompactionConfig(), "track simplification and signal deadbands")
     photos: PhotosConfig = setting(PhotosConfig(), "proof-of-delivery photos and signatures")
 

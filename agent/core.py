@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.config import CompactionConfig, RouteConfig
+from agent.config import CompactionConfig, EtaConfig, RouteConfig
 from agent.events import CoreEvent
 from agent.geofence import Rules
 from agent.stages.base import Effect, Stage, StageOutput, VehicleState
 from agent.stages.compactor import Compactor, Deadband
+from agent.stages.eta import EtaRules, EtaStage
 from agent.stages.geofence import GeofenceStage
 from agent.stages.gps_watch import GpsWatch
 from agent.stages.receipts import Receipts
@@ -25,12 +26,15 @@ from protocols.records import Record
 
 
 def default_stages(
-    gps_lost_s: float = 10.0, route: RouteConfig | None = None, compaction: CompactionConfig | None = None
+    gps_lost_s: float = 10.0,
+    route: RouteConfig | None = None,
+    compaction: CompactionConfig | None = None,
+    eta: EtaConfig | None = None,
 ) -> list[Stage]:
     """The stages a van runs, in order: vehicle state (committed through the compactor,
-    ``compaction``), geofence, route (stop progress, proofs of
-    delivery, exceptions), the GPS-lost rule, shell receipts. With ``route`` (``[route]``), its
-    thresholds, ``gps_lost_s`` included; without, the defaults and ``gps_lost_s``."""
+    ``compaction``), geofence, route (stop progress, proofs of delivery, exceptions), ETAs (ETA
+    erosion, resequencing requests; ``eta``), the GPS-lost rule, shell receipts. With ``route``
+    (``[route]``), its thresholds, ``gps_lost_s`` included; without, the defaults and ``gps_lost_s``."""
     if route is None:
         route = RouteConfig(gps_lost_s=gps_lost_s)
     rules = Rules(
@@ -45,6 +49,16 @@ def default_stages(
     geofence = GeofenceStage(rules)
     route_rules = RouteRules(route.dwell_factor, route.idle_s, route.idle_speed_kmh)
     compaction = compaction or CompactionConfig()
+    eta = eta or EtaConfig()
+    route_stage = RouteStage(geofence, route_rules)
+    eta_rules = EtaRules(
+        eta.margin_s,
+        eta.late_margin_s,
+        eta.clear_margin_s,
+        eta.confirm_s,
+        eta.resequence_every_s,
+        eta.resequence_budget_s,
+    )
     return [
         Compactor(
             VehicleStage(),
@@ -54,7 +68,8 @@ def default_stages(
             {name: Deadband(s.deadband, s.heartbeat_s) for name, s in compaction.signals.items()},
         ),
         geofence,
-        RouteStage(geofence, route_rules),
+        route_stage,
+        EtaStage(route_stage, eta_rules),
         GpsWatch(route.gps_lost_s),
         Receipts(),
     ]

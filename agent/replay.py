@@ -97,7 +97,7 @@ class Replay:
         if live:
             raise InputError(f"replay: {', '.join(live)}: a live driver; replay needs recorded files")
         self.effects_path = effects
-        stages = default_stages(route=config.route, compaction=config.compaction)
+        stages = default_stages(route=config.route, compaction=config.compaction, eta=config.eta)
         self.core = core if core is not None else Core(stages)
         if manifest is None and config.route.manifest != Path(""):
             manifest = config.route.manifest

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from agent import sources
 from agent.config import AgentConfig, UplinkConfig
 from agent.core import Core, default_stages
-from agent.effects import EffectRunner, Handler
+from agent.effects import HANDLERS, EffectRunner, Handler
 from agent.events import CoreEvent, Document, DriverRestarted, EffectResult
 from agent.outbox import Outbox
 from agent.photos import PhotoIntake
@@ -156,7 +156,7 @@ class Agent:
         self.core = (
             core
             if core is not None
-            else Core(default_stages(route=config.route, compaction=config.compaction))
+            else Core(default_stages(route=config.route, compaction=config.compaction, eta=config.eta))
         )
         route = config.route
         self._manifest = route.manifest.read_bytes() if route.manifest != Path("") else None
@@ -166,7 +166,7 @@ class Agent:
         self.window: ReorderWindow[CoreEvent] = ReorderWindow(REORDER_S)
         self.sources = sources.build_sources(config)
         self.drivers = [source.driver() for source in self.sources]
-        handlers = dict(effect_handlers or {})
+        handlers = dict(HANDLERS if effect_handlers is None else effect_handlers)
         self.document_stage: DocumentStage | None = None
         if config.documents.trusted_keys:  # cryptography is loaded only then
             from agent.documents import APPLY, DocumentStore, load_trust

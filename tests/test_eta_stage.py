@@ -13,9 +13,7 @@ from agent.effects import HANDLERS, resequence
 from agent.events import EffectResult
 from agent.replay import Replay, export_rows, load_config
 from agent.stages.base import Effect
-from agent.stages.eta import EtaRules, EtaStage
 from agent.stages.receipts import EFFECT_RESULT
-from agent.stages.route import RouteStage
 from protocols.records import Alert, Record, parse_iso_time
 
 CASE = Path(__file__).parent / "cases" / "route-day"
@@ -23,10 +21,7 @@ S2_WINDOW_END = "2014-09-10T05:05:00Z"  # the van reaches S2 at about 05:11 UTC
 
 
 def core(config: Any) -> Core:
-    stages = default_stages(route=config.route)
-    route = next(s for s in stages if isinstance(s, RouteStage))
-    stages.insert(stages.index(route) + 1, EtaStage(route, EtaRules(margin_s=60.0)))
-    return Core(stages)
+    return Core(default_stages(route=config.route, eta=config.eta))
 
 
 def late_manifest(tmp_path: Path) -> Path:
