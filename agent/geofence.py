@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import cython
-from cython.cimports.libc.math import sqrt
+from cython.cimports.libc.math import copysign, fabs, sqrt
 
 from protocols.errors import InputError
 
@@ -336,8 +336,9 @@ class FenceIndex:
         self, i: cython.Py_ssize_t, lat: cython.double, lon: cython.double, distance: cython.bint
     ) -> cython.double:
         """Signed distance in metres from (lat, lon) to fence ``i``'s border: > 0 inside (even-odd
-        rule over every ring, so holes are outside), < 0 outside. Without ``distance``, only the
-        sign is meaningful (+1 / -1)."""
+        rule over every ring, so holes are outside), < 0 outside; the sign bit decides a zero (a
+        point on a polygon's edge may be either, on a circle it is outside). Without ``distance``,
+        only the sign is meaningful (+1 / -1)."""
         dlon: cython.double = lon - self._olon[i]
         if dlon > 180.0:
             dlon -= 360.0
@@ -347,7 +348,8 @@ class FenceIndex:
         y: cython.double = (lat - self._olat[i]) * M_PER_DEG
         r: cython.double = self._radius[i]
         if r > 0.0:
-            return r - sqrt(x * x + y * y)
+            d: cython.double = r - sqrt(x * x + y * y)
+            return d if d != 0.0 else -0.0  # on the circle is outside, as for the sign alone
         inside: cython.bint = False
         best: cython.double = INF
         e: cython.Py_ssize_t
@@ -437,6 +439,9 @@ class Detector:
     _run_lat: cython.double[:]
     _run_lon: cython.double[:]
     _enter_t: cython.double[:]
+    _near_x: cython.double[:]
+    _near_y: cython.double[:]
+    _near_d: cython.double[:]
 
     def __init__(self, fences: Sequence[Fence] | FenceIndex, rules: Rules | None = None) -> None:
         self.rules = rules if rules is not None else Rules()
@@ -471,6 +476,9 @@ class Detector:
         self._run_lat = array("d", [0.0]) * max(n, 1)
         self._run_lon = array("d", [0.0]) * max(n, 1)
         self._enter_t = array("d", [0.0]) * max(n, 1)
+        self._near_x = array("d", [0.0]) * max(n, 1)
+        self._near_y = array("d", [0.0]) * max(n, 1)
+        self._near_d = array("d", [math.nan]) * max(n, 1)
         self._active = array("i", [0]) * max(n, 1)
         self._active_at = array("i", [-1]) * max(n, 1)
         self._n_active = 0
@@ -549,20 +557,12 @@ class Detector:
         c: cython.Py_ssize_t = index._cell_of(lat, lon)
         k: cython.Py_ssize_t
         i: cython.Py_ssize_t
-        side: cython.double
         if c >= 0:
             for k in range(index._cell[c], index._cell[c + 1]):
                 i = index._items[k]
                 if index._in_box(i, lat, lon):
                     self._seen[i] = stamp
-                    # The distance matters only where the side differs from the state: on the
-                    # state's side no rule can fire, and +-inf decides exactly as it would.
-                    side = index._signed(i, lat, lon, False)
-                    if (side > 0.0) != (self._state[i] == INSIDE):
-                        side = index._signed(i, lat, lon, True)
-                    else:
-                        side = side * INF
-                    self._step(i, t, lat, lon, side, events)
+                    self._step(i, t, lat, lon, self._decisive(i, lat, lon), events)
         # Backwards, as a fence leaving the list is replaced by the last (already stepped) one.
         # The order of fences is free: events are sorted below.
         k = self._n_active - 1
@@ -574,6 +574,45 @@ class Detector:
         if len(events) > 1:
             events.sort(key=lambda e: (e[0], e[1], _RANK[e[2]]))
         return events
+
+    @cython.cfunc
+    @cython.exceptval(check=False)
+    def _decisive(self, i: cython.Py_ssize_t, lat: cython.double, lon: cython.double) -> cython.double:
+        """The signed border distance :meth:`_step` needs for fence ``i``, or +-inf where that
+        provably decides the same: on the state's side no rule can fire, and beyond the band only
+        the side matters. The last exact distance is kept with its point (in the fence's plane):
+        a fix nearer to that point than the distance is on the same side (moving less than the
+        distance to the nearest edge crosses no edge), at least that much closer to the border;
+        so a van inside a large zone or halted at a stop scans the edges again only once it has
+        moved far enough to matter."""
+        index: FenceIndex = self.index
+        dlon: cython.double = lon - index._olon[i]
+        if dlon > 180.0:
+            dlon -= 360.0
+        elif dlon < -180.0:
+            dlon += 360.0
+        x: cython.double = dlon * index._kx[i]
+        y: cython.double = (lat - index._olat[i]) * M_PER_DEG
+        ax: cython.double = x - self._near_x[i]
+        ay: cython.double = y - self._near_y[i]
+        inside: cython.bint = self._state[i] == INSIDE
+        d: cython.double = self._near_d[i]
+        # What is left of the kept distance, less a micrometre (and a relative 1e-9) for rounding.
+        room: cython.double = fabs(d) * (1.0 - 1e-9) - 1e-6  # NaN (nothing kept) fails below
+        moved2: cython.double = ax * ax + ay * ay
+        if (
+            room > 0.0
+            and moved2 < room * room
+            and ((copysign(1.0, d) > 0.0) == inside or room - sqrt(moved2) >= self._band)
+        ):
+            return copysign(INF, d)
+        d = index._signed(i, lat, lon, True)
+        self._near_x[i] = x
+        self._near_y[i] = y
+        self._near_d[i] = d
+        if (copysign(1.0, d) > 0.0) == inside:
+            return copysign(INF, d)
+        return d
 
     @cython.cfunc
     def _step(
