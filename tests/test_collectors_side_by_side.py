@@ -7,19 +7,32 @@ The truth is what each van committed (its own outbox, read back with SQLite), co
 record with what the store holds: nothing missing, nothing extra, no body changed, and each
 vehicle's progress contiguous to its last seq with no open gap. The database's unique key on
 (vehicle, seq) makes "nothing twice" a property of the table; the test checks the count too.
+
+Two collectors side by side also each serve the live event stream: each shows every record the
+shared store holds, whichever collector stored it, once.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from paho.mqtt.client import Client, MQTTv311
+from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud.collector import Collector
+from cloud.sqldb import SqlDb
 from cloud.store_postgres import PostgresStore
+from cloud.tokens import Tokens
+from protocols import topics, wire
+from protocols.dropline.v1 import dropline_pb2 as pb
 from tests.brokers import run_mosquitto
 from tests.pipeline_fixtures import (
     DATA,
@@ -169,3 +182,84 @@ def test_two_collectors_one_killed_mid_stream_store_every_record_once(
             max(committed),
             [],
         )
+
+
+# -- the live event stream follows the shared store ------------------------------------------------
+
+
+def _listen(url: str, want: int, got: list[tuple[str, int]], connected: threading.Event) -> None:
+    """Read a collector's ``/api/v1/events`` until ``want`` record events arrived."""
+    with urllib.request.urlopen(url, timeout=60) as r:
+        event = None
+        for line in r:
+            text = line.decode().rstrip("\n")
+            if text == ": connected":
+                connected.set()
+            elif text.startswith("event: "):
+                event = text[7:]
+            elif text.startswith("data: ") and event == "record":
+                record = json.loads(text[6:])
+                got.append((record["vehicle"], record["seq"]))
+                if len(got) >= want:
+                    return
+
+
+def test_each_collector_streams_every_record_once_whoever_stored_it(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Two in-process collectors on one Mosquitto (shared subscription) and one PostgreSQL, each
+    with its HTTP API; vans publish batches that the broker spreads over both. Each collector's
+    event stream must show every record, once: the ones the other collector stored too."""
+    url = postgres.new_store_url("events")
+    n_batches, per_batch = 12, 25
+    sent = {(v, s) for v in VANS for s in range(1, n_batches * per_batch + 1)}
+    with run_mosquitto(tmp_path) as broker:
+        collectors = [
+            Collector(url, mqtt_url=broker.url, client_id=f"tower-{n}", http_addr="127.0.0.1:0")
+            for n in (1, 2)
+        ]
+        for c in collectors:
+            c.start()
+        try:
+            for c in collectors:
+                assert c.mqtt is not None and c.mqtt.ready.wait(15), "collector did not subscribe"
+            token = Tokens(SqlDb(url)).create("read")
+            streams: list[list[tuple[str, int]]] = [[], []]
+            listeners = []
+            for c, got in zip(collectors, streams, strict=True):
+                connected = threading.Event()
+                events = f"http://127.0.0.1:{c.http.bound_port}/api/v1/events?access_token={token}"
+                t = threading.Thread(target=_listen, args=(events, len(sent), got, connected), daemon=True)
+                t.start()
+                assert connected.wait(10)
+                listeners.append(t)
+            van = Client(CallbackAPIVersion.VERSION2, client_id="vans", protocol=MQTTv311)
+            van.connect(broker.host, broker.port)
+            van.loop_start()
+            try:
+                for b in range(n_batches):
+                    for vehicle in VANS:
+                        first = b * per_batch + 1
+                        bodies = [
+                            pb.Record(
+                                seq=s, fix=pb.Fix(time_ms=1_700_000_000_000 + s * 1000, mode=3, lat_e7=s)
+                            ).SerializeToString()
+                            for s in range(first, first + per_batch)
+                        ]
+                        payload = wire.encode_batch(vehicle, b + 1, bodies)
+                        van.publish(topics.topic(vehicle, topics.TELEMETRY), payload, qos=1).wait_for_publish(
+                            10
+                        )
+            finally:
+                van.loop_stop()
+                van.disconnect()
+            for t in listeners:
+                t.join(60)
+            stored_by = [c.ingest.counts["inserted"] for c in collectors]
+        finally:
+            for c in collectors:
+                c.stop()
+    assert sum(stored_by) == len(sent) and min(stored_by) > 0, stored_by  # both stored a share
+    for got in streams:
+        assert len(got) == len(sent) and set(got) == sent  # every record, none twice
+    assert streams[0] == streams[1]  # both in the store's commit order, not their own arrival order
