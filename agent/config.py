@@ -403,12 +403,13 @@ def _check_files(config: AgentConfig, where: str) -> None:
         if config.can.driver == "can-log":
             _readable(config.can.path, f"{where}.can.path")
         # Drivers build their decoder in their own thread, where a bad DBC or mapping would only
-        # be retried forever: parse both now (about 0.1 s for a vehicle's DBC), checked together.
-        from firmware_bridge.can.decoder import load_dbc
+        # be retried forever: check both now, through the decode table the driver will use (the
+        # DBC parsed by cantools in a child process, so the agent never loads cantools itself).
         from firmware_bridge.can.mapping import load_mapping
+        from firmware_bridge.can.table_decoder import load_table
 
         try:
-            db = load_dbc(config.can.dbc)
+            db = load_table(config.can.dbc)
         except DbcError as exc:
             raise ConfigError(f"{where}.can.dbc: {exc}") from None
         if config.can.mapping:

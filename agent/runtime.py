@@ -32,7 +32,6 @@ from agent.core import Core, default_stages
 from agent.effects import HANDLERS, EffectRunner, Handler
 from agent.events import CoreEvent, Document, DriverRestarted, EffectResult
 from agent.outbox import Outbox
-from agent.photos import PhotoIntake
 from agent.reorder import ReorderWindow
 from agent.stages.geofence import GeofenceStage
 from agent.systemd import Notifier
@@ -43,6 +42,7 @@ from protocols.records import DocumentStatus, Tick
 from protocols.tls import TlsFiles
 
 if TYPE_CHECKING:
+    from agent.photos import PhotoIntake
     from agent.stages.documents import DocumentStage
 
 log = logging.getLogger("dropline.agent")
@@ -184,12 +184,13 @@ class Agent:
             at = stages.index(geofence) if geofence is not None else len(stages)
             stages.insert(at, self.document_stage)
             handlers[APPLY] = store.handle_effect
-        self.photos = (
-            PhotoIntake(config.photos, self.outbox, wall_clock)
-            if config.photos.inbox != Path("") or config.photos.listen
-            else None
-        )
-        """Photos and signatures from the handheld, straight into the outbox (not via the core)."""
+        self.photos: PhotoIntake | None = None
+        """Photos and signatures from the handheld, straight into the outbox (not via the core);
+        its module (an HTTP server) is loaded only when the configuration asks for it."""
+        if config.photos.inbox != Path("") or config.photos.listen:
+            from agent.photos import PhotoIntake
+
+            self.photos = PhotoIntake(config.photos, self.outbox, wall_clock)
         self.effects = EffectRunner(handlers, lambda r: self._arrive(Clock.ARRIVAL, r))
         factory = transport_factory(config)
         up = config.uplink
