@@ -355,7 +355,7 @@ LEAVES = set(declared())
 PATHS = LEAVES | {f.name for f in fields(AgentConfig)}
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configurations())
 def test_any_values_load_within_range_or_fail_naming_the_field(
     drawn: tuple[dict[str, dict[str, Any]], set[str]],

@@ -71,7 +71,7 @@ def check_target(url: str, target: MqttTarget) -> None:
     assert target.password is None or target.username is not None, url
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.text()
     | st.builds(lambda a, b: f"mqtt://{a}{b}", st.text(max_size=12), st.text(max_size=8))
@@ -98,7 +98,7 @@ hosts = st.one_of(
 credentials = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     host=hosts,
     port=st.none() | st.integers(1, 65535),

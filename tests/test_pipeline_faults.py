@@ -182,7 +182,7 @@ def test_broker_down_for_60_s_then_back(tmp_path: Path) -> None:
         )
         van = agent(tmp_path, cfg)
         try:
-            wait_until(lambda: acked_count(tmp_path) > 100, 30, "the first acks")
+            wait_until(lambda: acked_count(tmp_path) > 100, 90, "the first acks")
             broker.stop()
             time.sleep(60)
             before = acked_count(tmp_path)
@@ -207,7 +207,7 @@ def test_collector_down_then_back(tmp_path: Path) -> None:
         tmp_path, config(tmp_path, "grpc", f"127.0.0.1:{port}", sources(tmp_path, fix_interval_s=0.004))
     )
     try:
-        wait_until(lambda: acked_count(tmp_path) > 200, 30, "the first acks")
+        wait_until(lambda: acked_count(tmp_path) > 200, 90, "the first acks")
         hub.kill9()
         time.sleep(8)
         hub = collector(tmp_path, db, grpc_port=port)
@@ -274,7 +274,7 @@ def test_network_black_holed_with_the_process_alive(tmp_path: Path, transport: s
             tmp_path, config(tmp_path, transport, target, sources(tmp_path, repeat=2, fix_interval_s=0.01))
         )
         try:
-            wait_until(lambda: acked_count(tmp_path) > 200, 30, "the first acks")
+            wait_until(lambda: acked_count(tmp_path) > 200, 90, "the first acks")
             proxy.blackhole()
             time.sleep(1.0)
             stalled = acked_count(tmp_path)
