@@ -40,5 +40,16 @@ class DriverRestarted:
     restarts: int
 
 
-CoreEvent = Event | Document | EffectResult | DriverRestarted
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """The collector kept seqs ``first``..``last`` aside instead of storing them (``reason``: an
+    absurd time, a body that did not decode...): the van says so in an alert of its own."""
+
+    time: float
+    first: int
+    last: int
+    reason: str
+
+
+CoreEvent = Event | Document | EffectResult | DriverRestarted | Quarantined
 """Everything the core accepts: readings and ticks from ``protocols``, shell events from here."""

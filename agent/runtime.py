@@ -30,7 +30,7 @@ from agent import sources
 from agent.config import AgentConfig, UplinkConfig
 from agent.core import Core, default_stages
 from agent.effects import HANDLERS, EffectRunner, Handler
-from agent.events import CoreEvent, Document, DriverRestarted, EffectResult
+from agent.events import CoreEvent, Document, DriverRestarted, EffectResult, Quarantined
 from agent.outbox import Outbox
 from agent.reorder import ReorderWindow
 from agent.stages.geofence import GeofenceStage
@@ -206,6 +206,7 @@ class Agent:
                 ack_timeout_s=up.ack_timeout_s,
                 backoff=Backoff(max_s=up.backoff_max_s),
                 on_document=lambda d: self.submit_document(d.kind, d.envelope),
+                on_quarantined=lambda f, t, why: self._arrive(Clock.ARRIVAL, Quarantined(0.0, f, t, why)),
             )
             if factory
             else None

@@ -156,6 +156,7 @@ class Uplink:
         ack_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
         on_document: Callable[[pb.Document], None] | None = None,
+        on_quarantined: Callable[[int, int, str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
@@ -169,6 +170,7 @@ class Uplink:
         self.ack_timeout_s = ack_timeout_s
         self.backoff = backoff or Backoff()
         self._on_document = on_document
+        self._on_quarantined = on_quarantined
         self._monotonic = monotonic
         self._inflight: dict[int, _InFlight] = {}
         self._batch_id = 0
@@ -287,6 +289,8 @@ class Uplink:
         for first, last, reason in quarantined:
             self.stats.quarantined[reason] = self.stats.quarantined.get(reason, 0) + last - first + 1
             log.warning("collector quarantined seq %d..%d: %s", first, last, reason)
+            if self._on_quarantined is not None:
+                self._on_quarantined(first, last, reason)
         stored = [(r.first, r.last) for r in ack.stored]
         self.stats.records_acked += tx.accept(stored, quarantined)
         self._take_reference(tx, stored)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.core import Core
-from agent.events import CoreEvent, Document, DriverRestarted, EffectResult
+from agent.events import CoreEvent, Document, DriverRestarted, EffectResult, Quarantined
 from agent.stages.base import Effect, StageOutput, VehicleState
 from protocols.records import Alert, Fix, Scan, Signal, Tick
 
@@ -151,3 +151,12 @@ def test_stages_run_in_order_and_effects_are_collected() -> None:
     assert out.records == (scan, Alert(T0 + 1, "asked"))
     assert out.effects == (Effect(T0 + 1, "resequence", {"stop": "S1"}, 0.5),)
     assert reseq.seen_fix == [f, f]  # the vehicle stage ran first
+
+
+def test_records_the_collector_quarantined_become_the_vans_own_alert() -> None:
+
+    out = Core().handle(Quarantined(T0 + 5, 12, 14, "bad_time"))
+    alerts = [r for r in out.records if isinstance(r, Alert)]
+    assert [(a.time, a.code, a.severity, a.attrs) for a in alerts] == [
+        (T0 + 5, "records_quarantined", "warning", {"from_seq": "12", "to_seq": "14", "reason": "bad_time"})
+    ]

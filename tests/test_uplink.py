@@ -191,11 +191,13 @@ def test_an_absurd_fix_is_quarantined_and_its_neighbours_stored(outbox: Outbox, 
     outbox.append(Fix(T0 + 3, 3, 48.1, 11.5))
     outbox.flush()
     link = Link(Ingest(store))
-    uplink = make(outbox, link)
+    told: list[tuple[int, int, str]] = []
+    uplink = make(outbox, link, on_quarantined=lambda f, t, why: told.append((f, t, why)))
     with running(uplink):
         wait_until(lambda: outbox.unacked_count() == 0, 10, "everything settled")
     assert stored_seqs(store) == [1, 3, 4]
     assert uplink.stats.quarantined == {"bad_time": 1}
+    assert told == [(2, 2, "bad_time")]  # the agent turns this into its own records_quarantined alert
     assert uplink.stats.rejected_batches == 0
 
 

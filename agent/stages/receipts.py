@@ -1,11 +1,12 @@
 """Shell events become records, so that a replay reproduces them from what was committed:
-a downlink document received, an effect's result, a driver restarted."""
+a downlink document received, an effect's result, a driver restarted, records the collector
+quarantined."""
 
 from __future__ import annotations
 
 import hashlib
 
-from agent.events import CoreEvent, Document, DriverRestarted, EffectResult
+from agent.events import CoreEvent, Document, DriverRestarted, EffectResult, Quarantined
 from agent.stages.base import NOTHING, StageOutput, VehicleState
 from protocols.records import Alert
 
@@ -14,7 +15,7 @@ EFFECT_RESULT = "effect_result"
 
 
 class Receipts:
-    """One ``info`` (``driver_restarted``: ``warning``) alert per shell event."""
+    """One ``info`` (``driver_restarted``, ``records_quarantined``: ``warning``) alert per shell event."""
 
     def handle(self, event: CoreEvent, state: VehicleState) -> StageOutput:
         if isinstance(event, Document):
@@ -43,6 +44,13 @@ class Receipts:
                 code="driver_restarted",
                 message=f"{event.driver} restarted after: {event.error}",
                 attrs={"driver": event.driver, "restarts": str(event.restarts)},
+            )
+        elif isinstance(event, Quarantined):
+            alert = Alert(
+                time=event.time,
+                code="records_quarantined",
+                message=f"the collector kept seq {event.first}..{event.last} aside: {event.reason}",
+                attrs={"from_seq": str(event.first), "to_seq": str(event.last), "reason": event.reason},
             )
         else:
             return NOTHING
