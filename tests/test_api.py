@@ -279,3 +279,88 @@ def test_tracking_link_shows_one_stop_and_nothing_when_wrong_or_expired(tower: T
         assert status(lambda t=token: tower.get(f"/t/{t}/state", token=None)) == 404
     page = tower.get(f"/t/{near['token']}", token=None, raw=True).decode()
     assert "<html" in page.lower()
+
+
+def test_plan_gives_the_manifests_stops_and_fences_for_the_map(tower: Tower) -> None:
+    square = [[[11.50, 48.10], [11.51, 48.10], [11.51, 48.11], [11.50, 48.11], [11.50, 48.10]]]
+    hole = [[11.502, 48.102], [11.504, 48.102], [11.504, 48.104], [11.502, 48.102]]
+    fences = [
+        {
+            "type": "Feature",
+            "properties": {"id": "zone", "kind": "zone"},
+            "geometry": {"type": "Polygon", "coordinates": [*square, hole]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"id": "charger", "kind": "charger", "radius_m": 25},
+            "geometry": {"type": "Point", "coordinates": [11.52, 48.12]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"id": "two", "kind": "restricted"},
+            "geometry": {"type": "MultiPolygon", "coordinates": [square, square]},
+        },
+        # unusable, each skipped alone: an open ring, a latitude out of range, a circle without radius
+        {
+            "type": "Feature",
+            "properties": {"id": "open", "kind": "zone"},
+            "geometry": {"type": "Polygon", "coordinates": [square[0][:-1]]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"id": "far", "kind": "zone"},
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 91], [1, 91], [1, 92], [0, 91]]]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"id": "dot", "kind": "zone"},
+            "geometry": {"type": "Point", "coordinates": [11.5, 48.1]},
+        },
+    ]
+    manifest = {
+        "manifest_id": "m2",
+        "vehicle": "van-2",
+        "depot": {"id": "depot-south", "lat": 48.0, "lon": 11.3, "radius_m": 150},
+        "stops": [
+            {
+                "id": "T1",
+                "lat": 48.105,
+                "lon": 11.505,
+                "radius_m": 30,
+                "service_s": 60,
+                "parcels": [],
+                "window": ["2014-09-10T06:00:00Z", "2014-09-10T07:00:00Z"],
+            },
+        ],
+        "fences": {"type": "FeatureCollection", "features": fences},
+    }
+    manifests = tower.collector.manifests
+    assert manifests is not None
+    (manifests / "m2.json").write_text(json.dumps(manifest))
+    plan = tower.get("/api/v1/plan?vehicle=van-2")
+    assert plan["stops"] == [
+        {
+            "manifest": "m2",
+            "vehicle": "van-2",
+            "stop": "T1",
+            "lat": 48.105,
+            "lon": 11.505,
+            "radius_m": 30,
+            "window": ["2014-09-10T06:00:00.000Z", "2014-09-10T07:00:00.000Z"],
+        }
+    ]
+    features = plan["fences"]["features"]
+    assert [f["properties"]["id"] for f in features] == ["depot-south", "zone", "charger", "two"]
+    assert features[0]["geometry"] == {"type": "Point", "coordinates": [11.3, 48.0]}
+    assert features[0]["properties"] == {
+        "id": "depot-south",
+        "kind": "depot",
+        "radius_m": 150,
+        "manifest": "m2",
+        "vehicle": "van-2",
+    }
+    assert features[1]["geometry"] == fences[0]["geometry"]
+    assert features[2]["properties"]["radius_m"] == 25 and features[3]["geometry"] == fences[2]["geometry"]
+    everyone = tower.get("/api/v1/plan")
+    assert {s["stop"] for s in everyone["stops"]} == {"S1", "S2", "S3", "S4", "S5", "T1"}
+    assert status(lambda: tower.get("/api/v1/plan", token=None)) == 401

@@ -24,7 +24,7 @@ from cloud.ingest import Ingest
 from cloud.store import SqliteStore
 from cloud.tokens import Tokens
 from protocols import convert, wire
-from protocols.records import Alert, Eta, Record, parse_iso_time
+from protocols.records import Alert, Eta, Record, StopUpdate, parse_iso_time
 from tests.pipeline_fixtures import (
     ROOT,
     Proc,
@@ -157,6 +157,24 @@ def test_pages_follow_the_drive_live(tmp_path: Path, browser: Browser) -> None:
         )
         assert browser.js("return window.__sameDocument") == 42  # no reload happened
 
+        # the van's day follows its stops live: S1 completed and then departed is done
+        browser.js(f"document.querySelector('#vans tr[data-vehicle=\"{VAN}\"]').click(); return 1")
+        browser.wait(
+            "return document.getElementById('day-progress').innerText === '0 of 3 stops done'", "the day"
+        )
+        at = fixes[200].time
+        send(
+            StopUpdate(at, "m1", "S1", "arrived"),
+            StopUpdate(at + 20, "m1", "S1", "completed"),
+            StopUpdate(at + 30, "m1", "S1", "departed"),
+        )
+        browser.wait(
+            "return document.getElementById('day-progress').innerText === '1 of 3 stops done'"
+            " && document.querySelector('#stops tr[data-stop=\"S1\"]').className === 'status-completed'",
+            "S1 done in the day view without a reload",
+        )
+        assert browser.js("return window.__sameDocument") == 42
+
         link, _ = tokens.share(VAN, "S2", 3600)
         browser.open(f"{base}/t/{link}")
         browser.wait(
@@ -258,6 +276,18 @@ manifest = "{plans / "route.json"}"
         browser.wait("return document.getElementById('live').dataset.synced", "the live stream connected")
         browser.js("window.__sameDocument = 42; return 1")
         assert browser.js(f"return document.getElementById('van-{van}')") is None
+        # the manifest's stops and fences are on the map before the van has sent anything
+        for stop in manifest["stops"]:
+            status = browser.wait(
+                f"const c = document.getElementById('stop-{van}-{stop['id']}'); return c && c.dataset.status",
+                f"stop {stop['id']} on the map",
+            )
+            assert status == "planned"
+        drawn = browser.js(
+            "return [...document.querySelectorAll('#map [data-fence]')].map((f) => f.dataset.fence)"
+        )
+        fence_ids = {f["properties"]["id"] for f in manifest["fences"]["features"]}
+        assert sorted(drawn) == sorted(fence_ids | {manifest["depot"]["id"]})
         agent.start()
         seen = browser.wait(
             f"const c = document.getElementById('van-{van}'); return c && c.dataset.lat",
@@ -276,6 +306,23 @@ manifest = "{plans / "route.json"}"
             "the route stage's exceptions in the list",
             timeout=60,
         )
+        # the van's day: its stops' progress, on the map and in the table, as the store has it
+        updates = [r for r in export(db, "all") if r["kind"] == "stop_update"]
+        done = {s["id"] for s in manifest["stops"]} & {
+            r["stop"] for r in updates if r["status"] in ("completed", "skipped")
+        }
+        assert done, "the route-day drive completes or skips stops"
+        browser.js(f"document.querySelector('#vans tr[data-vehicle=\"{van}\"]').click(); return 1")
+        browser.wait(
+            f"return document.getElementById('day-progress').innerText === "
+            f"'{len(done)} of {len(manifest['stops'])} stops done'",
+            "the day's progress",
+        )
+        for stop in manifest["stops"]:
+            statuses = [r["status"] for r in updates if r["stop"] == stop["id"]]
+            want = "completed" if "completed" in statuses else statuses[-1] if statuses else "planned"
+            got = browser.js(f"return document.getElementById('stop-{van}-{stop['id']}').dataset.status")
+            assert got == want, stop["id"]
         assert browser.js("return window.__sameDocument") == 42  # no reload happened
 
         browser.open(base + valid["path"])

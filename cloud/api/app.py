@@ -77,6 +77,7 @@ API_ROUTES: list[Route] = [
     Route("/api/v1/vehicles/{vehicle}/blobs/{blob}", fleet.blob),
     Route("/api/v1/exceptions", fleet.exceptions),
     Route("/api/v1/kpis", fleet.kpis),
+    Route("/api/v1/plan", fleet.plan),
     Route("/api/v1/events", live.events),
     Route("/api/v1/shares", share.create_share, methods=["POST"]),
     Route("/api/v1/webhooks", subscribe_webhook, methods=["POST"]),

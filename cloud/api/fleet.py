@@ -16,7 +16,7 @@ from cloud.api import manifests, reads
 from cloud.api.auth import require
 from cloud.sqldb import SqlDb
 from cloud.store import Store
-from protocols.records import parse_iso_time
+from protocols.records import iso_time, parse_iso_time
 from protocols.topics import valid_vehicle
 
 
@@ -90,6 +90,29 @@ def blob(request: Request) -> Response:
     return Response(
         found.data, media_type=found.media_type, headers={"Cache-Control": "private, max-age=3600"}
     )
+
+
+def plan(request: Request) -> JSONResponse:
+    """What the manifests plan (``?vehicle=V``: one van's): stops with their place, arrival circle
+    and window, and fences (depots included) as a GeoJSON FeatureCollection, for the map."""
+    require(request)
+    vehicle = request.query_params.get("vehicle")
+    plans = manifests.load(request.app.state.manifests)
+    stops = [
+        {
+            "manifest": p.manifest,
+            "vehicle": p.vehicle,
+            "stop": p.stop,
+            "lat": p.lat,
+            "lon": p.lon,
+            "radius_m": p.radius_m,
+            "window": [iso_time(p.window[0]), iso_time(p.window[1])],
+        }
+        for p in plans.stops.values()
+        if vehicle is None or p.vehicle == vehicle
+    ]
+    fences = [f for f in plans.fences if vehicle is None or f["properties"]["vehicle"] == vehicle]
+    return JSONResponse({"stops": stops, "fences": {"type": "FeatureCollection", "features": fences}})
 
 
 def kpis(request: Request) -> JSONResponse:

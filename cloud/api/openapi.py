@@ -106,6 +106,24 @@ PATHS: dict[str, dict[str, Any]] = {
             [{"name": "day", "in": "query", "schema": {"type": "string", "format": "date"}}],
         )
     },
+    "/api/v1/plan": {
+        "get": _op(
+            "the manifests' stops (place, circle, window) and fences (GeoJSON) for the map",
+            {
+                "type": "object",
+                "required": ["stops", "fences"],
+                "properties": {
+                    "stops": _ARRAY,
+                    "fences": {
+                        "type": "object",
+                        "description": "a GeoJSON FeatureCollection: Polygon, MultiPolygon, or Point"
+                        " with properties.radius_m (a circle)",
+                    },
+                },
+            },
+            [{"name": "vehicle", "in": "query", "schema": {"type": "string"}}],
+        )
+    },
     "/api/v1/events": {
         "get": _op(
             "Server-Sent Events: one `record` event per stored record",
