@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -15,12 +18,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cloud.collector import Collector, open_store
 from cloud.ingest import Ingest
 from cloud.tokens import Tokens
 from protocols import convert, wire
 from protocols.records import Alert, BlobChunk, Delivery, Eta, Fix, Record, Signal, StopUpdate, iso_time
+from tests.conftest import free_port
 from tests.postgres import Postgres, run_postgres
 
 T0 = 1_410_325_200.0  # 2014-09-10T05:00:00Z
@@ -364,3 +370,138 @@ def test_plan_gives_the_manifests_stops_and_fences_for_the_map(tower: Tower) -> 
     everyone = tower.get("/api/v1/plan")
     assert {s["stop"] for s in everyone["stops"]} == {"S1", "S2", "S3", "S4", "S5", "T1"}
     assert status(lambda: tower.get("/api/v1/plan", token=None)) == 401
+
+
+def test_dropline_collector_serves_the_tower_from_postgres(postgres: Postgres, tmp_path: Path) -> None:
+    """The commands as an operator runs them: ``dropline collector --db postgresql://... --http``,
+    ``dropline token create`` and ``dropline share`` on the same URL; a van's batch over gRPC
+    shows in the API with the token, and the tracking link opens its stop."""
+    from tests.pipeline_fixtures import Proc, wait_port
+
+    url = postgres.new_store_url("cli")
+    http, grpc = free_port(), free_port()
+    args = [
+        "collector",
+        "--insecure",
+        "--db",
+        url,
+        "--http",
+        f"127.0.0.1:{http}",
+        "--grpc",
+        f"127.0.0.1:{grpc}",
+    ]
+    collector = Proc(args, tmp_path / "collector.log").start()
+    try:
+        wait_port(http, 30)
+
+        def dropline(*argv: str) -> Any:
+            done = subprocess.run(
+                [sys.executable, "-m", "dropline_cli", *argv],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            return json.loads(done.stdout)
+
+        token = dropline("token", "create", "--db", url, "--role", "read")["token"]
+        share = dropline(
+            "share", "S9", "--db", url, "--vehicle", "van-9", "--base", f"http://127.0.0.1:{http}"
+        )
+        store = open_store(url)  # the van's batch, written as the ingest writes it
+        try:
+            Ingest(store).handle(
+                wire.encode_batch("van-9", 1, [convert.encode(1, Fix(T0, 3, 48.2, 11.6))]), "van-9"
+            )
+        finally:
+            store.close()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http}/api/v1/vehicles", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            [van] = json.loads(r.read())
+        assert (van["vehicle"], van["lat"], van["lon"]) == ("van-9", 48.2, 11.6)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}{share['path']}/state", timeout=10) as r:
+            assert json.loads(r.read())["stop"] == "S9"
+    except BaseException:
+        print(collector.tail())
+        raise
+    finally:
+        collector.stop()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-200, 200) | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=30,
+)
+_lonlat = st.tuples(  # mostly in range, often not
+    st.floats(-200, 200) | st.integers(-200, 200) | st.just(math.nan),
+    st.floats(-100, 100) | st.integers(-100, 100),
+).map(list)
+_ring = st.lists(_lonlat, min_size=3, max_size=8).map(lambda ps: [*ps, ps[0]])
+_geometry = st.one_of(
+    _json,
+    st.builds(
+        lambda rings: {"type": "Polygon", "coordinates": rings},
+        st.lists(_ring | _json, min_size=1, max_size=3),
+    ),
+    st.builds(lambda p: {"type": "Point", "coordinates": p}, _lonlat | _json),
+)
+
+
+def _valid_position(p: Any) -> bool:
+    return (
+        isinstance(p, list)
+        and len(p) == 2
+        and all(type(v) in (int, float) and math.isfinite(v) for v in p)
+        and -180 <= p[0] <= 180
+        and -90 <= p[1] <= 90
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geometry=_geometry, radius=_json | st.floats(0.1, 1e4), kind=st.sampled_from(["zone", "restricted"]))
+def test_fence_parser_keeps_only_usable_geometry(
+    tmp_path: Path, geometry: Any, radius: Any, kind: str
+) -> None:
+    """Any JSON as a fence: loading never raises, the manifest's stops still count, and a fence
+    that is kept is a closed polygon or a circle of positive radius, positions in range."""
+    from cloud.api import manifests
+
+    feature = {
+        "type": "Feature",
+        "properties": {"id": "f", "kind": kind, "radius_m": radius},
+        "geometry": geometry,
+    }
+    doc = {
+        "manifest_id": "m",
+        "vehicle": "v",
+        "depot": {"id": "d", "lat": 48.0, "lon": 11.0, "radius_m": 10},
+        "stops": [
+            {"id": "S", "lat": 48.1, "lon": 11.1, "window": ["2014-09-10T06:00:00Z", "2014-09-10T07:00:00Z"]}
+        ],
+        "fences": {"type": "FeatureCollection", "features": [feature]},
+    }
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    plans = manifests.load(tmp_path)
+    assert list(plans.stops) == [("m", "S")]
+    kept = [f for f in plans.fences if f["properties"]["id"] == "f"]
+    for f in kept:
+        g = f["geometry"]
+        if g["type"] == "Point":
+            assert _valid_position(g["coordinates"]) and f["properties"]["radius_m"] > 0
+        else:
+            assert g["type"] == "Polygon"
+            for ring in g["coordinates"]:
+                assert len(ring) >= 4 and ring[0] == ring[-1] and all(_valid_position(p) for p in ring)
+    rings = geometry.get("coordinates") if isinstance(geometry, dict) else None
+    if (
+        isinstance(geometry, dict)
+        and geometry.get("type") == "Polygon"
+        and all(
+            isinstance(r, list) and len(r) >= 4 and r[0] == r[-1] and all(_valid_position(p) for p in r)
+            for r in rings
+        )
+    ):
+        assert kept and kept[0]["geometry"]["coordinates"] == rings  # a valid polygon is never dropped
