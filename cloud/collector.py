@@ -67,6 +67,7 @@ class Collector:
         self.http: Any = None
         self.webhooks: Any = None
         self.feed: Any = None
+        self.databases: list[SqlDb] = []  # the tower's and documents' connections, closed on stop
 
     def start(self) -> None:
         if self.grpc_addr:
@@ -74,6 +75,7 @@ class Collector:
 
             sql = SqlDb.for_store(self.store)
             docs = PushedDocuments(sql.beside(SUFFIX)) if sql is not None else None
+            self.databases += [docs.db] if docs is not None else []
             self.grpc_server = serve_grpc(self.ingest, self.grpc_addr, tls=self.tls, documents=docs)
         if self.mqtt_target is not None:
             self.mqtt = MqttIngest(self.ingest, self.mqtt_target, client_id=self.client_id, tls=self.tls)
@@ -102,6 +104,7 @@ class Collector:
         self.feed = FeedThread(Feed(sql), hub.publish)
         self.feed.start()
         reader = sql if sql.postgres else SqlDb(sql.path, readonly=True)
+        self.databases += [sql, self.webhooks.db, reader]
         app = create_app(
             reader, self.store, Tokens(sql), hub, manifests=self.manifests, webhooks=self.webhooks
         )
@@ -126,6 +129,11 @@ class Collector:
         if self.feed is not None:
             self.feed.stop()
             self.feed = None
+        for db in self.databases:
+            db.close()
+        self.databases = []
+        if self.ingest.blobs is not None:
+            self.ingest.blobs.close()
         self.store.close()
         log.info("collector stopped: %s", self.ingest.stats())
 
