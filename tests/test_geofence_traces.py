@@ -47,7 +47,13 @@ def _gpx(path: Path) -> list[Fix5]:
         hdop = pt.findtext("g:hdop", namespaces=ns)
         mode = {"none": 1, "2d": 2, "3d": 3}.get(fix or "", 3)
         out.append(
-            (t.timestamp(), float(pt.attrib["lat"]), float(pt.attrib["lon"]), mode, hdop and float(hdop))
+            (
+                t.timestamp(),
+                float(pt.attrib["lat"]),
+                float(pt.attrib["lon"]),
+                mode,
+                float(hdop) if hdop else None,
+            )
         )
     return out
 
