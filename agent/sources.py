@@ -2,8 +2,9 @@
 ``gps: gpsd | nmea-serial | nmea-file | trace-file``, ``can: python-can | can-log``,
 ``scanner: serial | scan-file`` (the ``choices`` of ``agent/config.py``, checked by a test).
 
-A factory imports its driver's module (and library: pyserial, python-can, cantools) only when
-the configuration names it, so a van without a CAN bus never loads cantools. Each factory says
+A factory imports its driver's module (and library: pyserial, python-can) only when the
+configuration names it; a CAN driver decodes through a table compiled from the DBC by cantools
+in a child process, so the agent process never loads cantools. Each factory says
 what its readings' times mean (:class:`agent.timebase.Clock`) and, for recorded files, how to
 read them in file order for ``dropline replay`` (``recording``).
 """
@@ -84,9 +85,10 @@ def _gps_file(c: GpsConfig, read: Callable[[Path, Rejects], Iterator[Fix]]) -> S
 
 def _nmea_file(c: GpsConfig) -> Source:
     def read(path: Path, rejects: Rejects) -> Iterator[Fix]:
+        from firmware_bridge.gps.nmea import NmeaDecoder
         from firmware_bridge.gps.serial_nmea import iter_fixes_from_file
 
-        return iter_fixes_from_file(path)
+        return iter_fixes_from_file(path, NmeaDecoder(rejects))
 
     return _gps_file(c, read)
 

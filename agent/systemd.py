@@ -31,10 +31,6 @@ class Notifier:
         """How often to ping: half of ``WatchdogSec``, as sd_watchdog_enabled(3) advises; None if off."""
         self._failed = False
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.address)
-
     def notify(self, state: str) -> bool:
         """Send ``state`` (``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``, ``STATUS=...``); True if sent."""
         if not self.address:

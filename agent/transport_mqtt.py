@@ -4,7 +4,8 @@ from ``dropline/v1/<vehicle>/documents``, all handed to the uplink as ``Downlink
 
 A broker's PUBACK only means the broker has the batch; the record leaves the outbox on the
 collector's ack. Each connection is a fresh paho client with a clean session: after any drop
-the uplink rewinds the outbox instead of letting paho replay its in-memory session (which
+the uplink releases its open outbox transactions (the records go again) instead of letting
+paho replay its in-memory session (which
 ignores the in-flight limit on reconnect, paho issue #492). The broker drops batches published
 while no collector is subscribed, so the van also listens on ``dropline/v1/collectors`` and
 resends its unacknowledged batches when a collector announces itself there.

@@ -1,8 +1,9 @@
 """The ``dropline`` command: one module per subcommand, imported only when that subcommand runs.
 
-A subcommand module defines ``HELP`` (one line), ``EXAMPLE`` (a command line), ``add_arguments
-(parser)`` and ``run(args) -> int``. Importing lazily keeps ``dropline agent`` small on a Pi: the
-collector's or the decoders' libraries are never loaded there.
+A subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help
+and example live in :data:`COMMANDS`, so ``dropline --help`` imports none of them. Importing
+lazily keeps ``dropline agent`` small on a Pi: the collector's or the decoders' libraries are
+never loaded there.
 """
 
 from __future__ import annotations

@@ -17,9 +17,6 @@ from pathlib import Path
 from dropline_cli.output import add_output_argument, output_stream, write_json_lines
 from protocols.errors import UsageError
 
-HELP = "list or get the photos and signatures the collector reassembled"
-EXAMPLE = "dropline blob get --db collector.db --vehicle VAN-1 BLOB -o photo.jpg"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", required=True, type=Path, help="the collector's SQLite store")

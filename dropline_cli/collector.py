@@ -24,9 +24,6 @@ from protocols.errors import UsageError
 log = logging.getLogger("dropline.collector")
 READY_WAIT_S = 10.0
 
-HELP = "run the collector (gRPC and/or MQTT ingest into one store)"
-EXAMPLE = "dropline collector --db collector.db --grpc 127.0.0.1:50051 --mqtt mqtt://127.0.0.1:1883"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

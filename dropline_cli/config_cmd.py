@@ -25,12 +25,6 @@ from protocols import envelope
 from protocols.errors import UsageError
 from protocols.records import iso_time, parse_iso_time
 
-HELP = "signed configuration and manifests: keygen, sign, verify, push"
-EXAMPLE = (
-    "dropline config sign examples/agent.toml --key fleet.key --vehicle van-7 --version 3 "
-    "--expires 2027-01-01T00:00:00Z --kind config -o agent.toml.signed"
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     action = parser.prog.split()[-1]

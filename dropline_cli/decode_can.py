@@ -12,12 +12,6 @@ from typing import Any
 from dropline_cli.output import add_output_argument, input_file, output_stream, write_json_lines
 from protocols.errors import UsageError
 
-HELP = "CAN log (candump, asc, blf, csv) to VSS signals through a DBC"
-EXAMPLE = (
-    "dropline decode can --dbc tests/data/can/kona_ev/pcan.dbc --map kona_ev "
-    "tests/data/can/kona_ev/logs/bms_bench_2021_64kwh_idle.asc"
-)
-
 log = logging.getLogger("dropline.decode_can")
 
 

@@ -23,9 +23,6 @@ from protocols.errors import UsageError
 from protocols.records import Fix
 from protocols.rejects import Rejects
 
-HELP = "NMEA 0183 log (or gpsd JSON) to fixes, one per receiver epoch"
-EXAMPLE = "dropline decode gps tests/data/nmea/gpsd/bt451.log"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE", help="NMEA log (raw receiver output) or gpsd JSON")

@@ -24,9 +24,6 @@ from firmware_bridge.scanner.serial_scanner import decode_file
 from protocols.records import Scan
 from protocols.rejects import Rejects
 
-HELP = "barcode scanner lines to scans (SSCC, GTIN, GS1, courier tracking)"
-EXAMPLE = "dropline decode scan tests/data/barcodes/scans_raw.txt"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE", help="scanner lines, CR, LF or CRLF terminated")

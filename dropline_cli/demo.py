@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import logging
 import sqlite3
 import sys
 import threading
@@ -23,8 +24,6 @@ from typing import Any
 from dropline_cli.sim import EmbeddedCollector, Van, make_pki, run_fleet, uplink_body
 from dropline_cli.simulator.day import Day, plan
 
-HELP = "simulated vans through the real drivers and agents into a local TLS collector, with a report"
-EXAMPLE = "dropline demo --vans 3 --scale 16"
 DEMO_SCENARIOS: tuple[frozenset[str], ...] = (
     frozenset(),
     frozenset({"tunnel", "extended-dwell"}),
@@ -166,8 +165,8 @@ def _stored_details(db: Path) -> dict[str, dict[str, int]]:
                 d["completed"] = d.get("completed", 0) + 1
             if _is_exception(r):
                 d["exceptions"] = d.get("exceptions", 0) + 1
-    except Exception:  # a store being written: the next second's line will have it
-        pass
+    except sqlite3.Error as exc:  # a store being written: the next second's line will have it
+        logging.getLogger("dropline.demo").debug("status line: store busy (%s)", exc)
     return out
 
 

@@ -19,16 +19,21 @@ from typing import Any
 from dropline_cli.output import add_output_argument, output_stream, write_json_lines
 from protocols.errors import UsageError
 
-HELP = "print what the collector stored, with vehicle and seq"
-EXAMPLE = "dropline export --db collector.db --kind fixes"
+# Every record kind the store exports (protocols.convert.KINDS names, plus "events" and "all"),
+# the per-vehicle progress and the quarantine; written out so --help needs no import of the store.
 KINDS = (
     "fixes",
     "signals",
     "scans",
     "alerts",
     "gaps",
-    "events",
+    "fence_events",
+    "stops",
     "deliveries",
+    "etas",
+    "blobs",
+    "documents",
+    "events",
     "all",
     "vehicles",
     "quarantine",
@@ -47,10 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kind",
         required=True,
         choices=KINDS,
-        help="record kind to print; 'all' prints every record, 'vehicles' the per-vehicle progress, "
-        "'quarantine' the records held aside with their reason. "
-        "'events' and 'deliveries' are record kinds of later releases: accepted, and empty until the "
-        "agent produces them",
+        help="record kind to print; 'events' prints fence events and stop updates, 'all' every "
+        "record, 'vehicles' the per-vehicle progress, 'quarantine' the records held aside with "
+        "their reason",
     )
     add_output_argument(parser)
 

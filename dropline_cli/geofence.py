@@ -17,9 +17,6 @@ from typing import Any
 from dropline_cli.output import add_output_argument, input_file, output_stream, write_json_lines
 from protocols.errors import InputError, UsageError
 
-HELP = "geofence enter/exit/dwell events of a trace against GeoJSON fences"
-EXAMPLE = "dropline geofence --fences fences.geojson examples/munich-drive.jsonl"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fences", type=Path, required=True, help="GeoJSON FeatureCollection of fences")

@@ -33,8 +33,6 @@ from protocols import topics
 from protocols.errors import UsageError
 from protocols.tls import BROKER_OU, COLLECTOR_OU, COLLECTOR_PREFIX, VEHICLE_OU, VEHICLE_URN
 
-HELP = "a development PKI: CA, van, collector and broker certificates, a Mosquitto configuration"
-EXAMPLE = "dropline pki init --dir pki && dropline pki issue-vehicle van-7 --dir pki"
 DAYS = 825
 
 

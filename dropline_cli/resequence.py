@@ -15,9 +15,6 @@ from pathlib import Path
 
 from protocols.errors import UsageError
 
-HELP = "best visiting order for a TSPTW instance within a time limit (the van's resequencer)"
-EXAMPLE = "dropline resequence tests/data/tsptw/dumas/n20w20.001.txt --time-limit 0.1 --seed 1"
-
 
 def _positive(text: str) -> float:
     try:

@@ -14,9 +14,6 @@ from pathlib import Path
 
 from protocols.errors import UsageError
 
-HELP = "print an expiring customer tracking link for one stop"
-EXAMPLE = "dropline share S1 --db collector.db --base http://127.0.0.1:8080 --ttl-h 24"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stop", metavar="STOP", help="the stop id (as in the manifest)")

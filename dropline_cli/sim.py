@@ -23,9 +23,6 @@ from typing import Any
 from dropline_cli.simulator.day import SCENARIOS, Day, plan
 from dropline_cli.simulator.play import Progress, play
 
-HELP = "a simulated delivery day for N vans through the real drivers and agents"
-EXAMPLE = "dropline sim --vans 3 --scale 20 --scenario tunnel --scenario late-stop --workdir sim-output"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vans", type=int, default=1, help="how many vans (default 1)")

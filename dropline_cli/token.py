@@ -13,9 +13,6 @@ from pathlib import Path
 
 from protocols.errors import UsageError
 
-HELP = "create an API token (read or admin) for the collector's HTTP API"
-EXAMPLE = "dropline token create --db collector.db --role read"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

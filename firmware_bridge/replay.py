@@ -72,10 +72,6 @@ class ReplayDriver(Driver[T]):
     def _close(self) -> None:
         pass
 
-    @property
-    def finished(self) -> bool:
-        return bool(self._readings) and self._pos >= len(self._readings) * self._repeat
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ScanLine:

@@ -231,13 +231,6 @@ def kind_of(record: pb.Record) -> str:
     return record.WhichOneof("body") or "unknown"
 
 
-def time_ms_of(record: pb.Record) -> int | None:
-    body = kind_of(record)
-    if body in ("gap", "unknown"):
-        return None
-    return int(getattr(record, body).time_ms)
-
-
 def to_json(record: pb.Record) -> dict[str, Any]:
     """The export form: ``seq`` plus the body's fields in the units of ``dropline decode``.
     Maps (a scan's ``fields``, an alert's ``attrs``) come in key order: protobuf iterates them

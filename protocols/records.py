@@ -1,4 +1,6 @@
-"""The typed readings every driver produces and the core consumes.
+"""The typed readings every driver produces and the core consumes (Fix, Signal, Scan, Tick), and
+the records the core commits and the wire carries (those, plus Alert, Gap, FenceEvent,
+StopUpdate, Delivery, Eta, BlobChunk, DocumentStatus).
 
 Times are seconds since the Unix epoch (UTC) as the device reported them (GNSS time, CAN frame
 timestamp, scanner line arrival), never the agent's wall clock read inside the core.

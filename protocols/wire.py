@@ -2,8 +2,9 @@
 with its kind, and a batch carries those bodies as per-kind segments behind a small header.
 
 A segment (``dropline.v1.Segment``) holds the records of one kind: their seqs, explicit, and
-their bodies encoded by that kind's codec. Today every kind uses ``CODEC_MESSAGES`` (one
-serialised body message per record); the compacted track adds a columnar codec for fixes.
+their bodies encoded by that kind's codec: fixes as ``CODEC_TRACK_V1`` (the compacted track,
+``protocols/track_codec.py``, seqs as runs), every other kind as ``CODEC_MESSAGES`` (one
+serialised body message per record).
 Whole ``Record`` messages (field 3) are still accepted, for clients using the generated stub.
 
 Compiled by Cython (pure-Python mode) in the van's build; runs unchanged as plain Python.

@@ -53,3 +53,11 @@ def test_cloud_imports_nothing_from_the_van() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_export_offers_every_kind_the_store_exports() -> None:
+    """The CLI's choices are written out (so --help imports nothing heavy); they must not drift."""
+    from cloud.store import EXPORT_KINDS
+    from dropline_cli.export import KINDS
+
+    assert set(KINDS) == {*EXPORT_KINDS, "vehicles", "quarantine"}

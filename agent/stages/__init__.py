@@ -1,4 +1,5 @@
-"""The core's stages, run in order for every event: vehicle state, then the rules that watch it
-(GPS lost), then the receipts of shell events. Geofence, route, alert rules and the compactor
-join as further stages of the same protocol (:class:`agent.stages.base.Stage`).
+"""The core's stages, run in order for every event (:func:`agent.core.default_stages`): vehicle
+state through the compactor, signed documents, geofence, route (stop progress, proofs of
+delivery, exceptions), ETAs, the GPS-lost rule, and the receipts of shell events; each one
+implements :class:`agent.stages.base.Stage`.
 """

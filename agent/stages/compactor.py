@@ -36,16 +36,6 @@ class Deadband:
     heartbeat_s: float
 
 
-SUGGESTED_DEADBANDS: Mapping[str, Deadband] = {
-    "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current": Deadband(0.5, 60.0),
-    "Vehicle.Speed": Deadband(2.0, 60.0),
-    "Vehicle.LowVoltageSystemState": Deadband(0.0, 300.0),
-    "Vehicle.TraveledDistance": Deadband(0.1, 300.0),
-}
-"""State of charge (%), speed (km/h), ignition (any change), odometer (km): a starting point
-for ``deadbands``; with none given every signal is committed as it comes."""
-
-
 class SignalDeadbands:
     """Report by exception per signal name; names without a deadband pass unchanged."""
 

@@ -285,9 +285,3 @@ def recognise_all(text: str) -> list[TrackingMatch]:
         )
         found = [pair for _, pair in ranked]
     return [m for _, m in found]
-
-
-def recognise(text: str) -> TrackingMatch | None:
-    """The best match for one scanned number, or None when no courier's format accepts it."""
-    matches = recognise_all(text)
-    return matches[0] if matches else None

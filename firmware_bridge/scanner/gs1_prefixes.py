@@ -7,7 +7,7 @@ GTIN's item reference, neither of which we read), so :func:`install` puts this m
 before biip is first imported: ``GS1Prefix`` and ``GS18Prefix`` behave as biip's (same small table,
 read from biip's own package data), ``GS1CompanyPrefix.extract`` answers ``None`` (biip's answer
 for an unassigned prefix). A process that imported biip before :func:`install` keeps biip's own
-module; ``tests/test_scan_parse.py`` checks both give the same scans.
+module; ``tests/test_scan_prefixes.py`` checks both give the same scans.
 """
 
 from __future__ import annotations
