@@ -11,6 +11,7 @@ replayed ``--rounds`` times. For 10, 1,000 and 10,000 fences it measures:
 * ``shapely``: an ``STRtree`` query per fix, then prepared ``contains_xy`` on the candidates;
 
 and checks that ours and shapely's answers agree on every fix. Index build times too.
+Each measure is the best of ``--repeat`` runs (the machine is shared).
 Run: ``.venv/bin/python -m bench.geofence`` (needs the ``bench`` extra: shapely, numpy).
 """
 
@@ -59,12 +60,21 @@ def percentiles(ns: list[int]) -> tuple[float, float]:
     return ns[len(ns) // 2] / 1000, ns[int(len(ns) * 0.99)] / 1000
 
 
+def best(results: dict[str, tuple[float, float, float]], name: str, rate: float, ns: list[int]) -> None:
+    """Keeps the fastest of the repeats (the one least disturbed by other processes)."""
+    if name not in results or rate > results[name][0]:
+        results[name] = (rate, *percentiles(ns))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=10, help="times the drive is replayed per measure")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="each measure's best of this many (a shared machine's noise)"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -106,27 +116,26 @@ def main() -> None:
             return sorted(int(i) for i in hits)
 
         mismatches = sum(ours(lat, lon) != theirs(lat, lon) for lat, lon in track)
-        results = {}
-        for name, fn in (("ours", ours), ("shapely", theirs)):
-            lat_ns = []
-            clock = time.perf_counter_ns
-            t_all = clock()
-            for lat, lon in queries:
-                t = clock()
-                fn(lat, lon)
-                lat_ns.append(clock() - t)
-            total = (clock() - t_all) / 1e9
-            results[name] = (len(queries) / total, *percentiles(lat_ns))
-        geofence = Geofence(index)
-        lat_ns = []
+        results: dict[str, tuple[float, float, float]] = {}
         clock = time.perf_counter_ns
-        t_all = clock()
         base = fixes[0].time
-        for k, (lat, lon) in enumerate(queries):
-            t = clock()
-            geofence.update(base + k, lat, lon)
-            lat_ns.append(clock() - t)
-        results["detector"] = (len(queries) / ((clock() - t_all) / 1e9), *percentiles(lat_ns))
+        for _ in range(args.repeat):
+            for name, fn in (("ours", ours), ("shapely", theirs)):
+                lat_ns = []
+                t_all = clock()
+                for lat, lon in queries:
+                    t = clock()
+                    fn(lat, lon)
+                    lat_ns.append(clock() - t)
+                best(results, name, len(queries) / ((clock() - t_all) / 1e9), lat_ns)
+            geofence = Geofence(index)
+            lat_ns = []
+            t_all = clock()
+            for k, (lat, lon) in enumerate(queries):
+                t = clock()
+                geofence.update(base + k, lat, lon)
+                lat_ns.append(clock() - t)
+            best(results, "detector", len(queries) / ((clock() - t_all) / 1e9), lat_ns)
 
         def cell(r: tuple[float, float, float]) -> str:
             return f"{r[0] / 1000:7.0f}k/s p50 {r[1]:4.1f} p99 {r[2]:4.1f}us"
