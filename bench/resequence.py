@@ -87,8 +87,7 @@ def peers(data: Path, jobs: list[dict[str, object]]) -> list[dict[str, object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    shared = ROOT.parent / "shared" / "data" / "tsptw"
-    parser.add_argument("--data", type=Path, default=shared if shared.exists() else ROOT / "tests/data/tsptw")
+    parser.add_argument("--data", type=Path, default=ROOT / "tests/data/tsptw")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--peers", nargs="*", default=["pyvrp", "ortools"])
