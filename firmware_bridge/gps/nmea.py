@@ -24,8 +24,10 @@ GNS N, simulator or manual-input modes) or whose final mode is "no fix" gives no
 Checksums are verified in the compiled :mod:`nmea_fields`; a sentence without ``*hh`` is accepted
 as gpsd accepts it unless ``require_checksum`` is set. Sentence types that carry nothing a fix
 needs (GSV, TXT, GST, GBS, proprietary ``$P...``) are recognised from their tag and skipped
-without parsing, which is why this is faster than handing every line to ``pynmea2.parse``. The
-relevant sentences become pynmea2 sentence objects (pynmea2's own field model) from our split.
+without splitting them, which is why this is faster than handing every line to ``pynmea2.parse``.
+The relevant sentences are split once and read at the field positions of pynmea2's own sentence
+model (its ``name_to_idx``); no pynmea2 object is built, as its constructor and ``__setattr__``
+cost more than all of our merge.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ _SAME_EPOCH_S = 0.005
 _HALF_DAY_S = 43200.0
 _MAX_SANE_DOP = 99.0  # BT-451 and others send 99.99 for "unknown"
 
+_frame = nf.frame
+_OK = nf.OK
 _FRAME_REJECTS = {
     nf.NOT_NMEA: "not_nmea",
     nf.BINARY: "binary",
@@ -177,7 +181,7 @@ class NmeaDecoder:
         self.rejects = rejects if rejects is not None else Rejects("nmea")
         self.floor = floor
         self._clock = clock
-        self.stats: Counter[str] = Counter()
+        self._used = self._skipped = self._no_checksum = self._undated = 0
         self.require_checksum = require_checksum
         self._handlers: dict[str, Callable[[str, list[str]], None]] = {
             "GGA": self._gga,
@@ -205,33 +209,45 @@ class NmeaDecoder:
 
     # ---- public API -------------------------------------------------------------------------
 
+    @property
+    def stats(self) -> Counter[str]:
+        """Sentences used, skipped (types that carry nothing a fix needs), accepted without a
+        checksum, and epochs with a fix but no date yet (gpsd reports those without a time)."""
+        return Counter(
+            used=self._used, skipped=self._skipped, no_checksum=self._no_checksum, undated=self._undated
+        )
+
     def feed(self, line: bytes) -> list[Fix]:
         """Decode one line (with or without its CR LF); return the fixes of epochs it completed."""
-        start = 0
+        status, body, resume = _frame(line, 0)
+        if status == _OK and resume < 0:  # the usual line: one sentence with a good checksum
+            self._sentence(body, line)
+        else:
+            self._feed_rest(line, status, body, resume)
+        if self._out:
+            out, self._out = self._out, []
+            return out
+        return []
+
+    def _feed_rest(self, line: bytes, status: int, body: str, resume: int) -> None:
+        """Every other line: no checksum, framing rejects, several sentences run together."""
         while True:
-            status, body, resume = nf.frame(line, start)
             if status == nf.OK or status == nf.NO_CHECKSUM:
                 if status == nf.NO_CHECKSUM:
                     if self.require_checksum:
                         self.rejects.reject("no_checksum", line)
                         body = ""
                     else:
-                        self.stats["no_checksum"] += 1
+                        self._no_checksum += 1
                 if body:
                     self._sentence(body, line)
                 elif not self.require_checksum:
                     self.rejects.reject("unparsable", line)  # "$" and nothing else
-            elif status == nf.EMPTY or status == nf.COMMENT:
-                pass
-            else:
+            elif status != nf.EMPTY and status != nf.COMMENT:
                 self.rejects.reject(_FRAME_REJECTS[status], line)
             if resume < 0:
-                break
-            start = resume
-        if self._out:
-            out, self._out = self._out, []
-            return out
-        return []
+                return
+            status, body, resume = _frame(line, resume)
 
     def feed_all(self, lines: Iterable[bytes]) -> list[Fix]:
         """Every fix from ``lines``, including the last epoch (the stream is over)."""
@@ -262,24 +278,25 @@ class NmeaDecoder:
     # ---- sentences --------------------------------------------------------------------------
 
     def _sentence(self, body: str, line: bytes) -> None:
-        fields = body.split(",")
-        tag = fields[0]
-        # talker (any two letters: GP GN GL GA GB BD GQ ...) + type; $P... is proprietary
-        if len(tag) != 5 or tag[0] == "P":
-            self.stats["skipped"] += 1
+        # the tag is talker (any two letters: GP GN GL GA GB BD GQ ...) + type; $P... is
+        # proprietary. Only the sentences we use are split into fields.
+        comma = body.find(",")
+        if not (comma == 5 or (comma < 0 and len(body) == 5)) or body[0] == "P":
+            self._skipped += 1
             return
-        handler = self._handlers.get(tag[2:])
-        if tag[2:] != "GSA":
+        kind = body[2:5]
+        if kind != "GSA":
             self._gsa_talker = ""  # gpsd: a run of GSAs ends at any other sentence
+        handler = self._handlers.get(kind)
         if handler is None:
-            self.stats["skipped"] += 1
+            self._skipped += 1
             return
         try:
-            handler(tag[:2], fields[1:])
+            handler(body[:2], body[6:].split(",") if comma == 5 else [])
         except _Reject as exc:
             self.rejects.reject(str(exc.args[0]), line)
             return
-        self.stats["used"] += 1
+        self._used += 1
 
     def _set_mode(self, mode: int) -> None:
         """A sentence states the mode (gpsd's MODE_SET). gpsd never downgrades a 3D fix of the
@@ -297,9 +314,7 @@ class NmeaDecoder:
             raise _Reject(_time_reason(text))
         return sod
 
-    def _gga(self, talker: str, data: list[str]) -> None:
-        msg = _GGA(talker, "GGA", data)
-        d: list[str] = msg.data
+    def _gga(self, talker: str, d: list[str]) -> None:
         if len(d) <= GGA_ALT:
             raise _Reject("unparsable")
         if not d[GGA_TIME]:
@@ -335,9 +350,7 @@ class NmeaDecoder:
         if alt is not None:
             self._e_alt = alt
 
-    def _rmc(self, talker: str, data: list[str]) -> None:
-        msg = _RMC(talker, "RMC", data)
-        d: list[str] = msg.data
+    def _rmc(self, talker: str, d: list[str]) -> None:
         if len(d) <= RMC_DATE:
             raise _Reject("unparsable")
         if not d[RMC_TIME]:
@@ -373,9 +386,7 @@ class NmeaDecoder:
         three_d = self._last_mode == 3 or self._sats_used > 3 or self._e_alt is not None
         self._set_mode(3 if three_d else 2)
 
-    def _gll(self, talker: str, data: list[str]) -> None:
-        msg = _GLL(talker, "GLL", data)
-        d: list[str] = msg.data
+    def _gll(self, talker: str, d: list[str]) -> None:
         if len(d) <= GLL_STATUS:
             raise _Reject("unparsable")
         if not d[GLL_TIME]:
@@ -399,9 +410,7 @@ class NmeaDecoder:
         else:
             self._set_mode(self._e_mode)
 
-    def _gns(self, talker: str, data: list[str]) -> None:
-        msg = _GNS(talker, "GNS", data)
-        d: list[str] = msg.data
+    def _gns(self, talker: str, d: list[str]) -> None:
         if len(d) <= GNS_ALT:
             raise _Reject("unparsable")
         if not d[GNS_TIME]:
@@ -434,9 +443,7 @@ class NmeaDecoder:
         self._take_position(pos, sats, hdop, alt)
         self._set_mode(3 if alt is not None and sats > 3 else 2)
 
-    def _vtg(self, talker: str, data: list[str]) -> None:
-        msg = _VTG(talker, "VTG", data)
-        d: list[str] = msg.data
+    def _vtg(self, talker: str, d: list[str]) -> None:
         if len(d) <= VTG_KMH:
             raise _Reject("unparsable")
         mode = d[VTG_MODE][:1] if len(d) > VTG_MODE else ""
@@ -452,9 +459,7 @@ class NmeaDecoder:
         if track is not None:
             self._e_track = track
 
-    def _gsa(self, talker: str, data: list[str]) -> None:
-        msg = _GSA(talker, "GSA", data)
-        d: list[str] = msg.data
+    def _gsa(self, talker: str, d: list[str]) -> None:
         if len(d) <= GSA_FIX:
             raise _Reject("unparsable")
         previous, self._gsa_talker = self._gsa_talker, talker
@@ -477,9 +482,7 @@ class NmeaDecoder:
         if fix_type in ("1", "2", "3"):
             self._set_mode(int(fix_type))
 
-    def _zda(self, talker: str, data: list[str]) -> None:
-        msg = _ZDA(talker, "ZDA", data)
-        d: list[str] = msg.data
+    def _zda(self, talker: str, d: list[str]) -> None:
         if len(d) <= ZDA_YEAR:
             raise _Reject("unparsable")
         if not d[ZDA_TIME]:
@@ -542,7 +545,7 @@ class NmeaDecoder:
         if self._e_invalid or lat != lat or mode < 2:
             return
         if self._e_days < 0:
-            self.stats["undated"] += 1  # gpsd reports these without a time; a Fix needs one
+            self._undated += 1  # gpsd reports these without a time; a Fix needs one
             return
         stated = self._e_days * 86400.0 + self._e_sod
         when = resolve_time(stated, self._clock(), self.floor)
