@@ -52,7 +52,9 @@ _HALF_DAY_S = 43200.0
 _MAX_SANE_DOP = 99.0  # BT-451 and others send 99.99 for "unknown"
 
 _frame = nf.frame
+_kind = nf.sentence_kind
 _OK = nf.OK
+_KIND_OTHER, _KIND_GSA = nf.KIND_OTHER, nf.KIND_GSA
 _FRAME_REJECTS = {
     nf.NOT_NMEA: "not_nmea",
     nf.BINARY: "binary",
@@ -183,14 +185,15 @@ class NmeaDecoder:
         self._clock = clock
         self._used = self._skipped = self._no_checksum = self._undated = 0
         self.require_checksum = require_checksum
-        self._handlers: dict[str, Callable[[str, list[str]], None]] = {
-            "GGA": self._gga,
-            "RMC": self._rmc,
-            "GLL": self._gll,
-            "GNS": self._gns,
-            "VTG": self._vtg,
-            "GSA": self._gsa,
-            "ZDA": self._zda,
+        # keyed by nmea_fields.sentence_kind()
+        self._handlers: dict[int, Callable[[str, list[str]], None]] = {
+            nf.KIND_GGA: self._gga,
+            nf.KIND_RMC: self._rmc,
+            nf.KIND_GLL: self._gll,
+            nf.KIND_GNS: self._gns,
+            nf.KIND_VTG: self._vtg,
+            nf.KIND_GSA: self._gsa,
+            nf.KIND_ZDA: self._zda,
         }
         self._out: list[Fix] = []
         # calendar: the last known UTC date (days since 1970) and the time of day it was valid at
@@ -280,19 +283,17 @@ class NmeaDecoder:
     def _sentence(self, body: str, line: bytes) -> None:
         # the tag is talker (any two letters: GP GN GL GA GB BD GQ ...) + type; $P... is
         # proprietary. Only the sentences we use are split into fields.
-        comma = body.find(",")
-        if not (comma == 5 or (comma < 0 and len(body) == 5)) or body[0] == "P":
-            self._skipped += 1
-            return
-        kind = body[2:5]
-        if kind != "GSA":
+        kind = _kind(body)
+        if kind != _KIND_GSA:
+            if kind < 0:
+                self._skipped += 1
+                return
             self._gsa_talker = ""  # gpsd: a run of GSAs ends at any other sentence
-        handler = self._handlers.get(kind)
-        if handler is None:
-            self._skipped += 1
-            return
+            if kind == _KIND_OTHER:
+                self._skipped += 1
+                return
         try:
-            handler(body[:2], body[6:].split(",") if comma == 5 else [])
+            self._handlers[kind](body[:2], body[6:].split(",") if len(body) > 5 else [])
         except _Reject as exc:
             self.rejects.reject(str(exc.args[0]), line)
             return
@@ -471,7 +472,7 @@ class NmeaDecoder:
         # GLGSA, or GNGSA after GNGSA); the same non-GN talker again starts a new count
         if not previous or (previous == talker and talker != "GN"):
             self._sats_used = 0
-        self._sats_used += sum(1 for prn in d[GSA_FIX + 1 : GSA_FIX + 13] if nf.small_int(prn) > 0)
+        self._sats_used += nf.used_prns(d, GSA_FIX + 1, GSA_FIX + 13)
         if talker != "GP":
             self._seen_gsa.add(talker)
         if hdop is not None and hdop < _MAX_SANE_DOP:

@@ -331,3 +331,70 @@ def small_int(s: str) -> cython.int:
             return -1
         v = v * 10 + (ord(ch) - 48)
     return v
+
+
+# sentence_kind() codes: the sentence types a fix is made of, in one small integer each.
+KIND_OTHER: cython.int = 0  # a well-formed talker sentence of a type that carries no fix (GSV, TXT)
+KIND_GGA: cython.int = 1
+KIND_RMC: cython.int = 2
+KIND_GLL: cython.int = 3
+KIND_GNS: cython.int = 4
+KIND_VTG: cython.int = 5
+KIND_GSA: cython.int = 6
+KIND_ZDA: cython.int = 7
+KIND_NONE: cython.int = -1  # proprietary ($P...) or a tag that is not talker + 3 letters
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _is3(a: cython.Py_UCS4, b: cython.Py_UCS4, c: cython.Py_UCS4, s: str) -> cython.bint:
+    return s[2] == a and s[3] == b and s[4] == c
+
+
+@cython.ccall
+@cython.exceptval(check=False)
+def sentence_kind(body: str) -> cython.int:
+    """The type of a sentence from its tag (the text before the first comma), without splitting it.
+
+    The tag must be exactly five characters (two of talker, three of type) and not proprietary
+    (``P...``): anything else is KIND_NONE. Known types get their KIND_ code; other well-formed
+    tags KIND_OTHER.
+    """
+    n: cython.Py_ssize_t = len(body)
+    if n < 5 or (n > 5 and body[5] != ",") or body[0] == "P":
+        return KIND_NONE
+    i: cython.Py_ssize_t
+    for i in range(5):
+        if body[i] == ",":
+            return KIND_NONE
+    if _is3("G", "G", "A", body):
+        return KIND_GGA
+    if _is3("R", "M", "C", body):
+        return KIND_RMC
+    if _is3("G", "S", "A", body):
+        return KIND_GSA
+    if _is3("V", "T", "G", body):
+        return KIND_VTG
+    if _is3("G", "L", "L", body):
+        return KIND_GLL
+    if _is3("G", "N", "S", body):
+        return KIND_GNS
+    if _is3("Z", "D", "A", body):
+        return KIND_ZDA
+    return KIND_OTHER
+
+
+@cython.ccall
+@cython.exceptval(check=False)
+def used_prns(fields: list[str], start: cython.Py_ssize_t, stop: cython.Py_ssize_t) -> cython.int:
+    """How many of ``fields[start:stop]`` name a satellite (a PRN: a positive integer), as
+    GSA lists the satellites used in the fix; empty and malformed slots count as unused."""
+    count: cython.int = 0
+    i: cython.Py_ssize_t
+    if stop > len(fields):
+        stop = len(fields)
+    for i in range(start, stop):
+        if small_int(fields[i]) > 0:
+            count += 1
+    return count
