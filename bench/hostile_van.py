@@ -12,7 +12,9 @@
   kind, seq 0 and 2^64-1, and a body that does not decode. Bounded: ``--seconds`` per phase.
 * Two phases of equal length, good vans alone, then with the bad van; the figures side by side,
   plus the collector's own view afterwards: every good fix in the store exactly once, nothing
-  stored under a good van by the bad one, and what the bad van got back (refusals by reason).
+  stored under a good van by the bad one, and what the bad van got back (refusals by reason;
+  ``throttled``: past its budget of refused batches, answered unread; ``--no-budget`` runs the
+  collector without one, for comparison).
 
 Run: ``.venv/bin/python bench/hostile_van.py [--seconds 10] [--good 2] [--batch 500] [--plaintext]``
 """
@@ -142,11 +144,12 @@ def malformed(i: int, victims: list[str], max_bytes: int) -> bytes:
 def bad_van(link: Link, victims: list[str], window: int, stop: threading.Event) -> VanResult:
     result = VanResult(BAD)
     max_bytes = 4 * 1024 * 1024
-    i = 0
+    ready = [malformed(i, victims, max_bytes) for i in range(64)]  # made once: the flood costs
+    i = 0  # this process (shared with the good vans) nothing but sending
     in_flight = 0
     while not stop.is_set() or in_flight:
         while in_flight < window and not stop.is_set():
-            link.send(malformed(i, victims, max_bytes))
+            link.send(ready[i % len(ready)])
             i += 1
             in_flight += 1
         ack = link.ack()
@@ -266,13 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="fixes per good batch")
     parser.add_argument("--bad-window", type=int, default=8, help="bad batches in flight at once")
     parser.add_argument("--plaintext", action="store_true", help="no TLS (loopback only)")
+    parser.add_argument(
+        "--no-budget", action="store_true", help="collector without its refused-batch budget (before)"
+    )
     args = parser.parse_args(argv)
     good = [f"van-{i + 1}" for i in range(args.good)]
     with tempfile.TemporaryDirectory(prefix="hostile-van-") as tmp_name:
         tmp = Path(tmp_name)
         db, port = tmp / "collector.db", free_port()
         addr = f"127.0.0.1:{port}"
-        cmd = ["collector", "--db", str(db), "--grpc", addr]
+        cmd = ["collector", "--db", str(db), "--grpc", addr] + (
+            ["--refused-rate", "0"] if args.no_budget else []
+        )
         identities: dict[str, dict[str, Path] | None] = {v: None for v in [*good, BAD]}
         ca: Path | None = None
         if not args.plaintext:
@@ -291,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "transport": "grpc plaintext" if args.plaintext else "grpc mutual TLS",
             "batch": args.batch,
+            "collector_budget": "none" if args.no_budget else "default (20 refused batches/s, burst 100)",
             "without_bad_van": calm,
             "with_bad_van": stormy,
         }

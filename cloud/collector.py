@@ -15,7 +15,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from cloud.grpc_server import serve_grpc
-from cloud.ingest import Ingest
+from cloud.ingest import Budget, Ingest
 from cloud.mqtt_ingest import MqttIngest
 from cloud.sqldb import SqlDb
 from cloud.store import SqliteStore, Store
@@ -26,6 +26,9 @@ log = logging.getLogger("dropline.collector")
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 """A ``--db`` starting with one of these is a PostgreSQL connection URL (libpq's form)."""
+
+DEFAULT_BUDGET = Budget()
+"""Each sender's refused or quarantined batches: 20 a second, 100 at once (``cloud.ingest``)."""
 
 
 def open_store(db: str | Path, *, readonly: bool = False) -> Store:
@@ -53,11 +56,16 @@ class Collector:
         tls: TlsFiles | None = None,
         http_addr: str | None = None,
         manifests: Path | None = None,
+        budget: Budget | None = DEFAULT_BUDGET,
+        rollout_every_s: float | None = None,
     ) -> None:
+        """``budget``: each sender's refused or quarantined batches (``cloud.ingest.Budget``; for a
+        given ``ingest``, its own); ``rollout_every_s``: advance running rollouts this often (a
+        SQLite store's ``<db>.rollouts``; None: only ``config rollout-status --advance`` does)."""
         self.tls = tls  # mutual TLS on both transports; None = plaintext (local tests)
         self.mqtt_target = parse_mqtt_url(mqtt_url) if mqtt_url else None
         self.store = ingest.store if ingest is not None else open_store(db)
-        self.ingest = ingest or Ingest(self.store)
+        self.ingest = ingest or Ingest(self.store, budget=budget)
         self.grpc_addr = grpc_addr
         self.client_id = client_id
         self.grpc_server: Any = None
@@ -68,6 +76,11 @@ class Collector:
         self.webhooks: Any = None
         self.feed: Any = None
         self.databases: list[SqlDb] = []  # the tower's and documents' connections, closed on stop
+        self.rollout_every_s = rollout_every_s
+        self.rollout_passes = 0
+        """Rounds of :meth:`advance_rollouts` the timer has run (tests wait on it)."""
+        self._stop_timer = threading.Event()
+        self._timer: threading.Thread | None = None
 
     def start(self) -> None:
         if self.grpc_addr:
@@ -82,6 +95,28 @@ class Collector:
             self.mqtt.start()
         if self.http_addr:
             self._start_http(self.http_addr)
+        if self.rollout_every_s is not None:
+            if not isinstance(self.store, SqliteStore):
+                log.warning("collector: rollouts live beside a SQLite store; not advancing them here")
+            else:
+                self._stop_timer.clear()
+                self._timer = threading.Thread(target=self._advance_every, name="rollouts", daemon=True)
+                self._timer.start()
+
+    def _advance_every(self) -> None:
+        """Every ``rollout_every_s``: each running rollout takes in its vans' reports and widens,
+        aborts or completes (``cloud.rollout``), as ``config rollout-status --advance`` does. Its
+        own connection (SQLite connections stay on their thread); a failure is logged and retried."""
+
+        assert isinstance(self.store, SqliteStore) and self.rollout_every_s is not None
+        while not self._stop_timer.wait(self.rollout_every_s):
+            try:
+                advance_rollouts(self.store.path)
+            except Exception:  # a locked or damaged rollouts file must not end the timer
+                log.exception(
+                    "collector: advancing rollouts failed; trying again in %g s", self.rollout_every_s
+                )
+            self.rollout_passes += 1
 
     def _start_http(self, addr: str) -> None:
         """The control tower (API, pages, live stream) and the webhook sender. Webhooks are fed by
@@ -114,6 +149,10 @@ class Collector:
         log.info("control tower on http://%s:%d/", host, self.http.bound_port)
 
     def stop(self, grace_s: float = 5.0) -> None:
+        if self._timer is not None:
+            self._stop_timer.set()
+            self._timer.join(30)
+            self._timer = None
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -145,6 +184,35 @@ class Collector:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def advance_rollouts(db: Path) -> list[dict[str, Any]]:
+    """Advance every running rollout of the SQLite store ``db``; the statuses that changed state
+    (logged). Nothing to do, and no file created, while it has no rollouts."""
+    from cloud.rollout import Rollouts, path_for
+
+    if not path_for(db).exists():
+        return []
+    rollouts = Rollouts(db)
+    changed = []
+    try:
+        for status in rollouts.all():
+            if status["state"] == "running":
+                after = rollouts.advance(status["id"])
+                if (after["state"], after["waves"]) != (status["state"], status["waves"]):
+                    log.info(
+                        "rollout %d (%s v%d): %s, wave %d %s",
+                        after["id"],
+                        after["kind"],
+                        after["version"],
+                        after["state"],
+                        after["waves"],
+                        after["counts"],
+                    )
+                    changed.append(after)
+    finally:
+        rollouts.close()
+    return changed
 
 
 def run_until_signalled(collector: Collector, on_started: Callable[[], None] | None = None) -> None:

@@ -18,6 +18,13 @@ stays stored, the other is kept in quarantine and counted).
 
 Duplicates with the same body are harmless: acknowledged as stored. ``handle`` never raises, so
 one bad van cannot break a stream or a worker.
+
+One bad van cannot starve the fleet either: each sender (the vehicle the transport vouches for,
+or the peer address of an unauthenticated sender) has a :class:`Budget` of refused or
+quarantined batches, a token bucket. Past it, that sender's batches are answered ``throttled``
+(``rejected=False``, nothing stored) without being decoded, until the bucket refills: the van
+sends them again later, so a good van caught by it loses nothing, and a flooder costs the
+collector one header peek per batch.
 """
 
 from __future__ import annotations
@@ -64,11 +71,43 @@ van sends them again, without a reference; the rest of the batch is judged as us
 REFERENCE_CACHE = 4
 """Fixes remembered per vehicle (the last ones stored) so a track's reference is rarely read."""
 
+THROTTLED = "throttled"
+"""Ack reason with ``rejected=False`` and nothing stored: this sender spent its :class:`Budget` of
+refused and quarantined batches; the batch was not read. Send it again later."""
+
+THROTTLE_LOG_S = 60.0
+"""A sender's throttling is logged when it starts, at most this often per sender."""
+
+MAX_SENDERS = 10_000
+"""Budgets remembered before the full ones (a sender refilled to ``burst``, as if unseen) are
+forgotten, so senders cycling through peer addresses cannot grow the table without bound."""
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_bytes: int = MAX_BATCH_BYTES
     max_records: int = MAX_BATCH_RECORDS
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Refused or quarantined batches a sender may send: ``burst`` at once, then ``rate`` per
+    second (a token bucket; a good van spends none). Throttled batches cost nothing, so a sender
+    that stops misbehaving is read again within ``1 / rate`` s."""
+
+    rate: float = 20.0
+    burst: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not (self.rate > 0 and self.burst >= 1):
+            raise ValueError(f"budget: rate must be > 0 and burst >= 1 (got {self.rate}, {self.burst})")
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+    logged_at: float = -math.inf
 
 
 def check_record(r: pb.Record) -> str | None:
@@ -118,7 +157,10 @@ class Ingest:
         after_commit: Callable[[str, WriteResult], None] | None = None,
         progress_log_s: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
+        budget: Budget | None = None,
     ) -> None:
+        """``budget``: per sender (None: no throttling; the collector process passes one);
+        ``monotonic`` also drives its refill."""
         self.store = store
         self.limits = limits
         self.rejects = Rejects("collector", log)
@@ -129,6 +171,8 @@ class Ingest:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._logged: dict[str, tuple[int, int, float]] = {}  # vehicle -> (contiguous, open gaps, when)
+        self.budget = budget
+        self._buckets: dict[str, _Bucket] = {}  # sender -> its budget, once it spent some
         sql = SqlDb.for_store(store)
         self.blobs = Blobs(sql.beside(".blobs")) if sql is not None else None
         """Photos reassembled from stored chunks after each commit (beside a SQLite store, or in
@@ -143,15 +187,76 @@ class Ingest:
         with self._lock:
             self.rejects.reject(reason, detail)
 
-    def handle(self, data: bytes, topic_vehicle: str | None) -> pb.Ack:
+    def handle(self, data: bytes, topic_vehicle: str | None, *, peer: str | None = None) -> pb.Ack:
         """Store one serialised Batch and say what is stored. ``topic_vehicle`` is the vehicle the
-        transport vouches for (MQTT topic, gRPC stream binding); the batch must name the same one."""
+        transport vouches for (MQTT topic, gRPC stream binding); the batch must name the same one.
+        ``peer``: the sender's address when nothing authenticates it (plaintext); its budget is
+        then the peer's, so a sender cannot spend a named van's budget by claiming its name."""
+        sender = peer if peer is not None else topic_vehicle or ""
+        if self._throttled(sender):
+            self.reject(THROTTLED, sender)
+            return pb.Ack(
+                vehicle=_ack_vehicle(topic_vehicle or ""),
+                batch_id=wire.peek_header(data)[1],
+                reason=THROTTLED,
+            )
         try:
-            return self._handle(data, topic_vehicle)
+            ack = self._handle(data, topic_vehicle)
         except Exception as exc:  # a bug must not take a stream or the MQTT worker down with it
             log.exception("collector: batch from %s could not be handled", topic_vehicle)
             self.reject("internal_error", exc)
             return pb.Ack(vehicle=_ack_vehicle(topic_vehicle or ""), reason="internal_error")
+        if ack.rejected or len(ack.quarantined):
+            self._spend(sender)
+        return ack
+
+    def _refill(self, bucket: _Bucket, now: float) -> None:
+        assert self.budget is not None
+        bucket.tokens = min(self.budget.burst, bucket.tokens + (now - bucket.at) * self.budget.rate)
+        bucket.at = now
+
+    def _throttled(self, sender: str) -> bool:
+        """Whether ``sender`` has spent its budget (logged when it starts, rate-limited)."""
+        if self.budget is None:
+            return False
+        with self._lock:
+            bucket = self._buckets.get(sender)
+            if bucket is None:
+                return False
+            now = self._monotonic()
+            self._refill(bucket, now)
+            if bucket.tokens >= 1:
+                return False
+            first = now - bucket.logged_at >= THROTTLE_LOG_S
+            if first:
+                bucket.logged_at = now
+        if first:
+            log.warning(
+                "collector: throttling %s: over %g refused or quarantined batches (then %g/s);"
+                " its batches are answered %r unread",
+                sender or "unidentified senders",
+                self.budget.burst,
+                self.budget.rate,
+                THROTTLED,
+            )
+        return True
+
+    def _spend(self, sender: str) -> None:
+        """One refused or quarantined batch off ``sender``'s budget."""
+        if self.budget is None:
+            return
+        with self._lock:
+            now = self._monotonic()
+            bucket = self._buckets.get(sender)
+            if bucket is None:
+                if len(self._buckets) >= MAX_SENDERS:
+                    for key, b in list(self._buckets.items()):
+                        self._refill(b, now)
+                        if b.tokens >= self.budget.burst:
+                            del self._buckets[key]
+                bucket = self._buckets[sender] = _Bucket(self.budget.burst, now)
+            self._refill(bucket, now)
+            bucket.tokens -= 1
 
     def _handle(self, data: bytes, topic_vehicle: str | None) -> pb.Ack:
         ack_vehicle = _ack_vehicle(topic_vehicle or "")

@@ -70,6 +70,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plaintext gRPC and MQTT: only for a local test (implied when every address is loopback)",
     )
+    parser.add_argument(
+        "--refused-rate",
+        type=float,
+        default=20.0,
+        metavar="N",
+        help="refused or quarantined batches per second a van (or plaintext peer) may send past"
+        " --refused-burst before its batches are answered 'throttled' unread (0: no limit)",
+    )
+    parser.add_argument("--refused-burst", type=float, default=100.0, metavar="N", help="see --refused-rate")
+    parser.add_argument(
+        "--rollout-every-s",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="advance running rollouts this often (SQLite store; 0: only config rollout-status --advance)",
+    )
     # Fault injection for the pipeline's fault tests: exit abruptly after the Nth commit, before
     # its ack is sent, to prove that a batch stored but never acknowledged is harmless.
     parser.add_argument("--exit-after-commits", type=int, metavar="N", help=argparse.SUPPRESS)
@@ -121,7 +137,7 @@ def _print(obj: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cloud.collector import Collector, run_until_signalled
-    from cloud.ingest import Ingest
+    from cloud.ingest import Budget, Ingest
     from cloud.store import WriteResult
 
     if not args.grpc and not args.mqtt and not args.http:
@@ -155,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
                 log.error("fault injection: exiting after a commit, before its ack")
                 os._exit(70)
 
-    ingest = Ingest(store, after_commit=after_commit)
+    try:
+        budget = Budget(args.refused_rate, args.refused_burst) if args.refused_rate else None
+    except ValueError as exc:
+        store.close()
+        raise UsageError(f"--refused-rate/--refused-burst: {exc}") from None
+    ingest = Ingest(store, after_commit=after_commit, budget=budget)
     try:
         collector = Collector(
             args.db,
@@ -166,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
             tls=tls,
             http_addr=args.http,
             manifests=args.manifests,
+            rollout_every_s=args.rollout_every_s or None,
         )
     except ValueError as exc:
         store.close()

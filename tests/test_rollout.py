@@ -177,3 +177,52 @@ def test_cli_starts_a_rollout_and_prints_its_status(fleet: Fleet, tmp_path: Path
     [status] = [json.loads(line) for line in out.stdout.splitlines()]
     assert (status["state"], status["counts"]) == ("running", {"applied": 2, "pending": 2, "not_pushed": 16})
     assert path_for(fleet.store.path).exists()
+
+
+def test_the_collector_advances_rollouts_on_a_timer_and_serves_them(tmp_path: Path) -> None:
+    """A real collector in-process (SQLite store, HTTP on loopback, the timer every 50 ms): the
+    first wave's vans apply, and without anyone running ``--advance`` the second wave (2 x 2 vans,
+    by the documented order) is pushed and shown by GET /api/v1/rollouts."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    from cloud.collector import Collector
+    from cloud.tokens import Tokens
+
+    db = tmp_path / "collector.db"
+    fleet = Fleet(db)
+    collector = Collector(db, ingest=fleet.ingest, http_addr="127.0.0.1:0", rollout_every_s=0.05)
+    collector.start()
+    try:
+        base = f"http://127.0.0.1:{collector.http.bound_port}/api/v1/rollouts"
+        token = Tokens(db).create("read")
+
+        def get() -> list[dict[str, object]]:
+            request = urllib.request.Request(base, headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return list(json.loads(r.read()))
+
+        assert get() == []
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base, timeout=10)
+        assert refused.value.code == 401
+        rollouts = Rollouts(db)
+        rid = rollouts.start("config", 3, b"{}", VANS, fraction=0.1, abort_refusals=0.5)
+        rollouts.close()
+        first = by_hand()[:2]  # ceil(0.1 * 20)
+        assert pushed(db) == first
+        for van in first:
+            fleet.status(van, applied=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(pushed(db)) < 4:
+            time.sleep(0.05)
+        assert pushed(db) == by_hand()[:4]
+        [shown] = get()
+        assert (shown["id"], shown["state"], shown["waves"]) == (rid, "running", 2)
+        assert shown["counts"] == {"applied": 2, "pending": 2, "not_pushed": 16}
+        assert "envelope" not in shown
+    finally:
+        collector.stop()
+        fleet.store.close()
+    assert collector.rollout_passes > 0

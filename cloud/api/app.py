@@ -52,6 +52,23 @@ async def subscribe_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"id": sub, "url": url}, status_code=201)
 
 
+def rollouts(request: Request) -> JSONResponse:
+    """Every staged rollout of this collector's store, newest first (``cloud.rollout``): state,
+    waves, counts per outcome and the targets pushed so far. Empty for a PostgreSQL store
+    (rollouts live beside a SQLite store) or before the first ``config rollout``."""
+    require(request)
+    from cloud.rollout import Rollouts, path_for
+
+    db: SqlDb = request.app.state.db
+    if db.postgres or not path_for(db.path).exists():
+        return JSONResponse([])
+    table = Rollouts(db.path)
+    try:
+        return JSONResponse(table.all())
+    finally:
+        table.close()
+
+
 def dispatcher_page(request: Request) -> HTMLResponse:
     return HTMLResponse(_page("dispatcher.html"), headers={"Cache-Control": "no-store"})
 
@@ -78,6 +95,7 @@ API_ROUTES: list[Route] = [
     Route("/api/v1/exceptions", fleet.exceptions),
     Route("/api/v1/kpis", fleet.kpis),
     Route("/api/v1/plan", fleet.plan),
+    Route("/api/v1/rollouts", rollouts),
     Route("/api/v1/events", live.events),
     Route("/api/v1/shares", share.create_share, methods=["POST"]),
     Route("/api/v1/webhooks", subscribe_webhook, methods=["POST"]),

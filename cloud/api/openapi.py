@@ -57,6 +57,40 @@ TRACK_POINT = {
         "lon": {"type": "number"},
     },
 }
+ROLLOUT = {
+    "type": "object",
+    "required": ["id", "kind", "version", "state", "waves", "counts", "targets"],
+    "properties": {
+        "id": {"type": "integer"},
+        "kind": {"type": "string"},
+        "version": {"type": "integer"},
+        "state": {"type": "string", "enum": ["running", "aborted", "completed"]},
+        "reason": {"type": "string", "description": "why it aborted"},
+        "fraction": {"type": "number", "description": "of the vans in the first wave"},
+        "abort_refusals": {"type": "number"},
+        "silent_after_s": {"type": "number"},
+        "created_at": {"type": "number", "description": "Unix time"},
+        "waves": {"type": "integer", "description": "waves pushed so far"},
+        "counts": {
+            "type": "object",
+            "description": "targets per outcome: pending, applied, refused, silent, not_pushed",
+            "additionalProperties": {"type": "integer"},
+        },
+        "targets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "vehicle": {"type": "string"},
+                    "wave": {"type": "integer"},
+                    "outcome": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/openapi.json": {
@@ -122,6 +156,12 @@ PATHS: dict[str, dict[str, Any]] = {
                 },
             },
             [{"name": "vehicle", "in": "query", "schema": {"type": "string"}}],
+        )
+    },
+    "/api/v1/rollouts": {
+        "get": _op(
+            "staged rollouts of signed documents, newest first (advanced by the collector's timer)",
+            {"type": "array", "items": ROLLOUT},
         )
     },
     "/api/v1/events": {
