@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     elif action == "push":
         parser.add_argument("file", type=Path, metavar="FILE", help="a signed envelope")
         parser.add_argument("--mqtt", metavar="URL", help="the fleet's broker (retained, per van)")
-        parser.add_argument("--db", type=Path, metavar="DB", help="the gRPC collector's SQLite store")
+        parser.add_argument(
+            "--db", metavar="DB", help="the gRPC collector's store: SQLite file or postgresql:// URL"
+        )
         parser.add_argument("--vehicle", required=True, action="append", help="deliver to this van (repeat)")
         parser.add_argument("--tls-ca", metavar="PEM", help="CA of the broker's certificate (--mqtt)")
         parser.add_argument("--tls-cert", metavar="PEM", help="a collector's certificate (--mqtt)")
@@ -225,14 +227,23 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _push_db(db: Path, vehicles: list[str], kind: str, data: bytes) -> None:
+def _push_db(db: str, vehicles: list[str], kind: str, data: bytes) -> None:
     """Leave the envelope for each van in the collector's pushed-documents table (its gRPC
-    streams send it down on bind and within a poll of the push)."""
-    from cloud.documents import PushedDocuments, path_for
+    streams send it down on bind and within a poll of the push): ``<db>.documents`` beside a
+    SQLite store, or the PostgreSQL store's own database (every collector sharing it sends it)."""
+    from cloud.documents import SUFFIX, PushedDocuments
+    from cloud.sqldb import SqlDb, is_postgres
 
-    if not db.exists():
+    if not is_postgres(db) and not Path(db).exists():
         raise UsageError(f"--db {db}: no such collector store")
-    table = PushedDocuments(path_for(db))
+    try:
+        table = PushedDocuments(SqlDb(db).beside(SUFFIX))
+    except Exception as exc:  # psycopg.OperationalError: unreachable, refused
+        raise UsageError(f"--db: cannot open the pushed-documents table: {exc}") from exc
+    if is_postgres(db):
+        from cloud.store_postgres import redact
+
+        db = redact(db)  # never print a password
     try:
         for vehicle in vehicles:
             push_id = table.push(vehicle, kind, data)

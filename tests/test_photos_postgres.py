@@ -4,11 +4,14 @@ own connections and threads; the photo is complete once, and its bytes are the b
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import random
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -80,3 +83,28 @@ def test_a_mismatch_is_never_served_from_postgres(postgres: Postgres) -> None:
     assert blobs.take("VAN-1", as_records(chunks)) == []
     assert blobs.get("VAN-1", chunks[0].blob) is None
     assert [r["reason"] for r in blobs.list()] == [SHA256_MISMATCH]
+
+
+def test_blob_and_config_push_cli_take_a_postgres_url(
+    postgres: Postgres, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``dropline blob list|get --db URL`` read the photo a collector reassembled in PostgreSQL;
+    ``dropline config push --db URL`` leaves the envelope in that database's pushed table."""
+    from dropline_cli import main
+
+    url = postgres.new_store_url("cli")
+    data = os.urandom(5_000)
+    chunks = chunk_blob(data, time=T0, delivery="S1/P1", media_type="image/jpeg", chunk_bytes=997)
+    Blobs(SqlDb(url)).take("VAN-1", as_records(chunks))
+    assert main(["blob", "list", "--db", url]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["blob"], row["complete"], row["size"]) == (chunks[0].blob, True, len(data))
+    out = tmp_path / "photo.jpg"
+    assert main(["blob", "get", "--db", url, "--vehicle", "VAN-1", chunks[0].blob, "-o", str(out)]) == 0
+    assert out.read_bytes() == data
+    envelope = json.dumps({"signed": base64.b64encode(json.dumps({"kind": "config"}).encode()).decode()})
+    (tmp_path / "doc.json").write_bytes(envelope.encode())
+    assert main(["config", "push", str(tmp_path / "doc.json"), "--db", url, "--vehicle", "VAN-1"]) == 0
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT vehicle, kind, envelope FROM pushed").fetchall()
+    assert rows == [("VAN-1", "config", envelope.encode())]
