@@ -352,12 +352,41 @@ def _grid(values: Sequence[int]) -> int:
     return g or 1
 
 
-def _residuals(values: Sequence[int], predictor: int) -> list[int]:
+_FAST_BITS = 62
+"""Residuals below ``2**_FAST_BITS`` (every real track) are coded in C integers; larger ones
+(hostile or synthetic extremes of int64 times) take the arbitrary-precision path, same bytes."""
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+@cython.locals(n=cython.int)
+def _bit_length(x: cython.ulonglong) -> cython.int:
+    n = 0
+    while x:
+        x >>= 1
+        n += 1
+    return n
+
+
+@cython.locals(
+    n=cython.Py_ssize_t, i=cython.Py_ssize_t, a=cython.longlong, b=cython.longlong, c=cython.longlong
+)
+def _residuals(values: list[int], predictor: int) -> list[int]:
     """Zigzagged residuals after the first value (which the caller writes absolute)."""
     n = len(values)
     out: list[int] = []
-    if n > 1:
-        out.append(_zz(values[1] - values[0]))
+    if n < 2:
+        return out
+    if min(values) >= -(1 << 59) and max(values) < 1 << 59:  # differences fit a C long long
+        a, b = values[0], values[1]
+        out.append(_zz_c(b - a))
+        for i in range(2, n):
+            c = values[i]
+            out.append(_zz_c(c - b) if predictor == _DELTA else _zz_c(c - 2 * b + a))
+            a, b = b, c
+        return out
+    out.append(_zz(values[1] - values[0]))
     for i in range(2, n):
         if predictor == _DELTA:
             out.append(_zz(values[i] - values[i - 1]))
@@ -366,12 +395,41 @@ def _residuals(values: Sequence[int], predictor: int) -> list[int]:
     return out
 
 
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _zz_c(value: cython.longlong) -> cython.ulonglong:
+    if value >= 0:
+        return cython.cast(cython.ulonglong, value) * 2
+    return cython.cast(cython.ulonglong, -value) * 2 - 1
+
+
+@cython.locals(bits=cython.longlong, i=cython.Py_ssize_t, v=cython.ulonglong, kk=cython.int)
+def _bit_cost(values: list[int]) -> int:
+    """Total bit length of ``values`` (>= 0): which predictor leaves the smaller residuals."""
+    if not values or max(values) >= 1 << _FAST_BITS:
+        return sum(r.bit_length() for r in values)
+    bits = 0
+    for i in range(len(values)):
+        v = values[i]
+        bits += _bit_length(v)
+    return bits
+
+
+@cython.locals(bits=cython.longlong, i=cython.Py_ssize_t, v=cython.ulonglong, kk=cython.int)
 def _eg_cost(values: list[int], k: int) -> int:
     """Bits of ``values`` in exp-Golomb codes of order ``k``."""
-    bits = 0
-    for v in values:
-        bits += 2 * ((v >> k) + 1).bit_length() - 1 + k
-    return bits
+    if values and max(values) < 1 << _FAST_BITS:
+        kk = k
+        bits = 0
+        for i in range(len(values)):
+            v = values[i]
+            bits += 2 * _bit_length((v >> kk) + 1) - 1 + kk
+        return bits
+    slow = 0
+    for w in values:
+        slow += 2 * ((w >> k) + 1).bit_length() - 1 + k
+    return slow
 
 
 def _eg_order(values: list[int]) -> int:
@@ -396,6 +454,9 @@ def _put_bits(out: bytearray, values: list[int], k: int) -> None:
     """``values`` (>= 0) as exp-Golomb codes of order ``k``, MSB first, zero-padded to a byte:
     ``(v >> k) + 1`` in binary behind as many zeros as it has bits after the first, then the
     low ``k`` bits of ``v``."""
+    if values and max(values) < 1 << _FAST_BITS:
+        _put_bits_c(out, values, k)
+        return
     parts: list[str] = []
     low = (1 << k) - 1
     suffix = f"0{k}b"
@@ -409,6 +470,54 @@ def _put_bits(out: bytearray, values: list[int], k: int) -> None:
     nbytes = (len(text) + 7) // 8
     if nbytes:
         out += (int(text, 2) << (nbytes * 8 - len(text))).to_bytes(nbytes, "big")
+
+
+@cython.cfunc
+@cython.locals(
+    i=cython.Py_ssize_t,
+    v=cython.ulonglong,
+    head=cython.ulonglong,
+    low=cython.ulonglong,
+    piece=cython.ulonglong,
+    value=cython.ulonglong,
+    acc=cython.ulonglong,
+    nacc=cython.int,
+    hb=cython.int,
+    kk=cython.int,
+    part=cython.int,
+    left=cython.int,
+    chunk=cython.int,
+)
+def _put_bits_c(out: bytearray, values: list[int], k: int) -> cython.void:
+    """``_put_bits`` for values below ``2**_FAST_BITS``: the bits gathered in a 64-bit word and
+    written a byte at a time (at most 7 bits wait in ``acc`` between pieces)."""
+    kk = k
+    low = (cython.cast(cython.ulonglong, 1) << kk) - 1
+    acc = 0
+    nacc = 0
+    for i in range(len(values)):
+        v = values[i]
+        head = (v >> kk) + 1
+        hb = _bit_length(head)
+        for part in range(3):  # the zeros, the head, the low k bits
+            if part == 0:
+                value, left = 0, hb - 1
+            elif part == 1:
+                value, left = head, hb
+            else:
+                value, left = v & low, kk
+            while left > 0:
+                chunk = left if left < 56 else 56
+                left -= chunk
+                piece = (value >> left) & ((cython.cast(cython.ulonglong, 1) << chunk) - 1)
+                acc = (acc << chunk) | piece
+                nacc += chunk
+                while nacc >= 8:
+                    nacc -= 8
+                    out.append(cython.cast(cython.int, (acc >> nacc) & 0xFF))
+                acc &= (cython.cast(cython.ulonglong, 1) << nacc) - 1
+    if nacc:
+        out.append(cython.cast(cython.int, (acc << (8 - nacc)) & 0xFF))
 
 
 def _put_series(out: bytearray, values: Sequence[int], first_ref: int = 0, grid_before: int = 0) -> int:
@@ -435,7 +544,7 @@ def _put_series(out: bytearray, values: Sequence[int], first_ref: int = 0, grid_
     best_cost = -1
     for predictor in (_DELTA, _DOD):
         res = _residuals(scaled, predictor)
-        cost = sum(r.bit_length() for r in res)
+        cost = _bit_cost(res)
         if best_cost < 0 or cost < best_cost:
             best, best_predictor, best_cost = res, predictor, cost
     k = _eg_order(best)
