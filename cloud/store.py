@@ -170,6 +170,17 @@ class Prepared:
     best: pb.Record | None = None
 
 
+def export_bodies(kind: str) -> tuple[str, ...] | None:
+    """The record body kinds ``dropline export --kind`` prints (None: every kind); ValueError for
+    a name no store knows."""
+    if kind in EXPORT_KINDS:
+        return EXPORT_KINDS[kind]
+    if kind in convert.KINDS or kind == "unknown":
+        return (kind,)
+    names = ", ".join([*EXPORT_KINDS, QUARANTINE])
+    raise ValueError(f"unknown kind {kind!r}: use one of {names}")
+
+
 def prepare(records: Sequence[pb.Record], quarantine: Sequence[Quarantine]) -> Prepared:
     out = Prepared(aside=list(quarantine))
     best_t = -(2**63)
@@ -547,14 +558,7 @@ class SqliteStore:
     def export(self, kind: str, vehicle: str | None = None) -> Iterator[dict[str, Any]]:
         if kind == QUARANTINE:
             return self._export_quarantine(vehicle)
-        if kind in EXPORT_KINDS:
-            bodies = EXPORT_KINDS[kind]
-        elif kind in convert.KINDS or kind == "unknown":
-            bodies = (kind,)
-        else:
-            names = ", ".join([*EXPORT_KINDS, QUARANTINE])
-            raise ValueError(f"unknown kind {kind!r}: use one of {names}")
-        return self._export(bodies, vehicle)
+        return self._export(export_bodies(kind), vehicle)
 
     def _export(self, bodies: tuple[str, ...] | None, vehicle: str | None) -> Iterator[dict[str, Any]]:
         if bodies == ():

@@ -39,7 +39,6 @@ import psycopg
 from cloud.spans import Spans, runs
 from cloud.store import (
     CONFLICT,
-    EXPORT_KINDS,
     PROGRESS_COLUMNS,
     QUARANTINE,
     SEQ_MAX,
@@ -47,6 +46,7 @@ from cloud.store import (
     VehicleProgress,
     WriteResult,
     _same_record,
+    export_bodies,
     prepare,
     progress_of,
     write_result,
@@ -437,14 +437,7 @@ class PostgresStore:
     def export(self, kind: str, vehicle: str | None = None) -> Iterator[dict[str, Any]]:
         if kind == QUARANTINE:
             return self._export_quarantine(vehicle)
-        if kind in EXPORT_KINDS:
-            bodies = EXPORT_KINDS[kind]
-        elif kind in convert.KINDS or kind == "unknown":
-            bodies = (kind,)
-        else:
-            names = ", ".join([*EXPORT_KINDS, QUARANTINE])
-            raise ValueError(f"unknown kind {kind!r}: use one of {names}")
-        return self._export(bodies, vehicle)
+        return self._export(export_bodies(kind), vehicle)
 
     def _export(self, bodies: tuple[str, ...] | None, vehicle: str | None) -> Iterator[dict[str, Any]]:
         if bodies == ():
