@@ -163,7 +163,7 @@ def test_kill_9_of_the_agent_20_times_during_heavy_upload(tmp_path: Path) -> Non
     finally:
         hub.stop()
     committed = compare(tmp_path, db)
-    assert len(committed) > 20_000
+    assert len(committed) > 5_000  # the sources ten times over (fewer with a compaction bound)
 
 
 # 2 -------------------------------------------------------------------------------------------
