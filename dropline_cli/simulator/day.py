@@ -156,10 +156,11 @@ def plan(
             scans = (scan_at[s],) if s in scan_at else ()
             day.steps.append(Step(t, Position(here[0], here[1]), soc, 0.0, False, scans))
             t += 1.0
-        if outside is not None:  # walked 300 m down the road: scanned there, a few epochs later
+        if outside is not None:  # walked 300 m down the road: scanned there, in the middle of a
+            # 30 s stay, so the scan is away from the stop however late a loaded machine delivers it
             away = _offset(here[0], here[1], 300.0, 0.0)
-            for k in range(5):
-                day.steps.append(Step(t, Position(*away), soc, 0.0, False, (outside,) if k == 3 else ()))
+            for k in range(30):
+                day.steps.append(Step(t, Position(*away), soc, 0.0, False, (outside,) if k == 15 else ()))
                 t += 1.0
     if "network-outage" in scenarios:
         span = t - start
