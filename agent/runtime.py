@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("dropline.agent")
 
 REORDER_S = 0.5
+
+STOP_DRAIN_S = 3.0
+"""On SIGTERM, how long a connected uplink may take to send what the shutdown just flushed."""
 """How long (corrected time) an event waits for earlier ones from slower driver threads."""
 
 
@@ -333,7 +336,7 @@ class Agent:
             self._handle(event)
         self.outbox.flush()
         if self.uplink:
-            self.uplink.stop()
+            self.uplink.stop(drain_s=STOP_DRAIN_S)
         self.outbox.close()
 
     def status(self) -> dict[str, Any]:
