@@ -181,6 +181,19 @@ def export_bodies(kind: str) -> tuple[str, ...] | None:
     raise ValueError(f"unknown kind {kind!r}: use one of {names}")
 
 
+def export_row(vehicle: str, body: bytes, record: pb.Record) -> dict[str, Any]:
+    """One stored record in export form with its ``vehicle``; ``record`` is a scratch message the
+    caller reuses across rows. A non-finite signal value (stored before the ingest quarantined
+    such values) is exported as ``null`` with ``non_finite``: JSON has no NaN."""
+    record.Clear()
+    record.ParseFromString(body)
+    out = {"vehicle": vehicle, **convert.to_json(record)}
+    value = out.get("value")
+    if isinstance(value, float) and not math.isfinite(value):
+        out["value"], out["non_finite"] = None, str(value)
+    return out
+
+
 def prepare(records: Sequence[pb.Record], quarantine: Sequence[Quarantine]) -> Prepared:
     out = Prepared(aside=list(quarantine))
     best_t = -(2**63)
@@ -579,14 +592,7 @@ class SqliteStore:
         try:
             record = pb.Record()
             for vehicle_id, body in db.execute(sql, params):
-                record.Clear()
-                record.ParseFromString(body)
-                out = {"vehicle": vehicle_id, **convert.to_json(record)}
-                value = out.get("value")
-                if isinstance(value, float) and not math.isfinite(value):
-                    # stored before the ingest quarantined non-finite values: JSON has no NaN
-                    out["value"], out["non_finite"] = None, str(value)
-                yield out
+                yield export_row(vehicle_id, body, record)
         finally:
             db.close()
 

@@ -24,7 +24,6 @@ What differs, and why:
 from __future__ import annotations
 
 import base64
-import math
 import queue
 import threading
 import time
@@ -47,11 +46,11 @@ from cloud.store import (
     WriteResult,
     _same_record,
     export_bodies,
+    export_row,
     prepare,
     progress_of,
     write_result,
 )
-from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import iso_time
 
@@ -458,13 +457,7 @@ class PostgresStore:
             cur.itersize = 5000  # streamed from a server-side cursor: memory stays flat
             record = pb.Record()
             for vehicle_id, body in cur.execute(sql.encode(), params):
-                record.Clear()
-                record.ParseFromString(body)
-                out = {"vehicle": vehicle_id, **convert.to_json(record)}
-                value = out.get("value")
-                if isinstance(value, float) and not math.isfinite(value):
-                    out["value"], out["non_finite"] = None, str(value)
-                yield out
+                yield export_row(vehicle_id, body, record)
 
     def _export_quarantine(self, vehicle: str | None) -> Iterator[dict[str, Any]]:
         """Quarantined records: ``{vehicle, seq, kind, reason, received, body_base64}``."""
