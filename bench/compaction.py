@@ -35,9 +35,7 @@ import itertools
 import json
 import math
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from dropline_cli import compact
@@ -46,6 +44,7 @@ from protocols import track_codec, wire
 from protocols.convert import encode_body
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import Fix, iso_time
+from tests.pipeline_fixtures import load_barefoot, load_gpx
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = compact.HEADER_BYTES
@@ -53,28 +52,10 @@ BOUNDS = (0.0, 2.0, 5.0, 10.0)
 BATCHES = (60.0, 300.0)
 
 
-def barefoot(path: Path) -> list[Fix]:
-    out = []
-    for p in json.loads(path.read_text()):
-        lon, lat = map(float, p["point"][6:-1].split())
-        out.append(Fix(datetime.strptime(p["time"], "%Y-%m-%d %H:%M:%S%z").timestamp(), 2, lat, lon))
-    return out
-
-
-def gpx(path: Path) -> list[Fix]:
-    ns = {"g": "http://www.topografix.com/GPX/1/0"}
-    out = []
-    for pt in ET.parse(path).getroot().iterfind(".//g:trkpt", ns):
-        t = pt.findtext("g:time", namespaces=ns) or ""
-        stamp = datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
-        out.append(Fix(stamp, 2, float(pt.attrib["lat"]), float(pt.attrib["lon"])))
-    return out
-
-
 def traces() -> dict[str, list[Fix]]:
     data = ROOT / "tests" / "data" / "traces"
-    out = {p.name: barefoot(p) for p in sorted((data / "barefoot_munich").glob("*.json"))}
-    out |= {p.name: gpx(p) for p in sorted((data / "gpsbabel").glob("*.gpx"))}
+    out = {p.name: load_barefoot(p) for p in sorted((data / "barefoot_munich").glob("*.json"))}
+    out |= {p.name: load_gpx(p) for p in sorted((data / "gpsbabel").glob("*.gpx"))}
     munich = list(read_trace(ROOT / "examples" / "munich-drive.jsonl"))
     if munich != out.get("x0001-001.json"):  # the example is that Barefoot drive: count it once
         out["munich-drive.jsonl"] = munich

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,18 @@ def load_barefoot(path: Path = BAREFOOT) -> list[Fix]:
         lon, lat = (float(v) for v in row["point"].removeprefix("POINT(").removesuffix(")").split())
         t = datetime.strptime(row["time"], "%Y-%m-%d %H:%M:%S%z").timestamp()
         fixes.append(Fix(time=t, mode=2, lat=lat, lon=lon))
+    return fixes
+
+
+def load_gpx(path: Path) -> list[Fix]:
+    """A GPX 1.0 track (GPSBabel's test logs) as 2D fixes, every point in file order."""
+    ns = {"g": "http://www.topografix.com/GPX/1/0"}
+    fixes = []
+    for pt in ET.parse(path).getroot().iterfind(".//g:trkpt", ns):
+        t = pt.findtext("g:time", namespaces=ns)
+        assert t is not None, f"{path}: a track point without a time"
+        stamp = datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+        fixes.append(Fix(time=stamp, mode=2, lat=float(pt.attrib["lat"]), lon=float(pt.attrib["lon"])))
     return fixes
 
 

@@ -7,10 +7,7 @@ wire decodes track segments back into the fixes the outbox held, seq by seq."""
 from __future__ import annotations
 
 import bisect
-import json
 import math
-import xml.etree.ElementTree as ET
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from protocols.convert import encode_body
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 from protocols.records import Fix
+from tests.pipeline_fixtures import load_barefoot, load_gpx
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -64,34 +62,9 @@ def worst_sed(original: list[Fix], kept: list[Fix]) -> float:
     return worst
 
 
-def barefoot(path: Path) -> list[Fix]:
-    out = []
-    for p in json.loads(path.read_text()):
-        lon, lat = map(float, p["point"][6:-1].split())
-        out.append(Fix(datetime.strptime(p["time"], "%Y-%m-%d %H:%M:%S%z").timestamp(), 2, lat, lon))
-    return out
-
-
-def gpx(path: Path) -> list[Fix]:
-    ns = {"g": "http://www.topografix.com/GPX/1/0"}
-    out = []
-    for pt in ET.parse(path).getroot().iterfind(".//g:trkpt", ns):
-        t = pt.findtext("g:time", namespaces=ns)
-        assert t is not None
-        out.append(
-            Fix(
-                datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp(),
-                2,
-                float(pt.attrib["lat"]),
-                float(pt.attrib["lon"]),
-            )
-        )
-    return out
-
-
 def staged_traces() -> dict[str, list[Fix]]:
-    traces = {p.name: barefoot(p) for p in sorted((DATA / "traces/barefoot_munich").glob("*.json"))}
-    traces |= {p.name: gpx(p) for p in sorted((DATA / "traces/gpsbabel").glob("*.gpx"))}
+    traces = {p.name: load_barefoot(p) for p in sorted((DATA / "traces/barefoot_munich").glob("*.json"))}
+    traces |= {p.name: load_gpx(p) for p in sorted((DATA / "traces/gpsbabel").glob("*.gpx"))}
     traces["munich-drive.jsonl"] = list(read_trace(ROOT / "examples/munich-drive.jsonl"))
     return traces
 
