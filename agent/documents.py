@@ -19,8 +19,6 @@ import os
 import re
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from agent.stages.base import Effect
 from protocols import envelope
 from protocols.errors import ConfigError
@@ -40,7 +38,7 @@ def load_trust(path: Path, threshold: int) -> envelope.Trust:
         blocks = _PEM.findall(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    keys: list[Ed25519PublicKey] = []
+    keys: list[bytes] = []
     for i, block in enumerate(blocks):
         try:
             keys.append(envelope.load_public_key(block))

@@ -171,7 +171,7 @@ class Agent:
         self.drivers = [source.driver() for source in self.sources]
         handlers = dict(HANDLERS if effect_handlers is None else effect_handlers)
         self.document_stage: DocumentStage | None = None
-        if config.documents.trusted_keys:  # cryptography is loaded only then
+        if config.documents.trusted_keys:  # the document modules are loaded only then
             from agent.documents import APPLY, DocumentStore, load_trust
             from agent.stages.documents import DocumentStage
 

@@ -106,7 +106,8 @@ def _keygen(out: Path) -> int:
         f.write(envelope.private_pem(key))
     pub = out.with_name(out.name + ".pub")
     pub.write_bytes(envelope.public_pem(key.public_key()))
-    _print({"key": str(out), "pub": str(pub), "keyid": envelope.key_id(key.public_key())})
+    keyid = envelope.key_id(envelope.public_raw(key.public_key()))
+    _print({"key": str(out), "pub": str(pub), "keyid": keyid})
     return 0
 
 

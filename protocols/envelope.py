@@ -19,6 +19,13 @@ signatures remain: the payload the van then accepts is still exactly the one tha
 one van at one time (vehicle, version, expiry). Every refusal is an :class:`EnvelopeError` whose
 ``reason`` is a short code fit for a counter and a ``DocumentStatus``. Nothing here reads a clock
 or a file: time and the highest accepted version are given by the caller.
+
+The verify side (:class:`Trust`, :func:`load_public_key`, :func:`key_id`, :func:`open_envelope`,
+:func:`check_target`) works on raw 32-byte public keys through ``protocols/ed25519.py`` (the
+process's own libcrypto), so the van never imports ``cryptography`` (about 7 MB resident, issue
+20). The sign side (:func:`sign`, :func:`load_private_key`, :func:`private_pem`,
+:func:`public_pem`, :func:`public_raw`), used by fleet engineers' tools and the collector, imports
+``cryptography`` when first called.
 """
 
 from __future__ import annotations
@@ -31,15 +38,15 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
+from protocols import ed25519
 from protocols.errors import InputError
 from protocols.records import iso_time, parse_iso_time
 from protocols.topics import valid_vehicle
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SCHEMA = 1
 """The envelope schema this build reads and writes; any other is refused (``schema``)."""
@@ -79,49 +86,68 @@ class Document:
     signed_by: tuple[str, ...]
 
 
-def key_id(public: Ed25519PublicKey) -> str:
+def key_id(public: bytes) -> str:
     """SHA-256 (hex) of the raw 32-byte public key: derived, never chosen by a signer."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(public).hexdigest()
 
 
 class Trust:
     """The keys a van believes and how many distinct ones must sign. The same key given twice
-    counts once (ids are derived from the key), so a threshold cannot be met by repetition."""
+    counts once (ids are derived from the key), so a threshold cannot be met by repetition.
+    Keys are raw 32-byte ed25519 public keys (:func:`load_public_key`, :func:`public_raw`).
+    Raises ConfigError if this process cannot verify ed25519 (no suitable libcrypto), so a van
+    finds out when it loads its keys, not when the first document arrives."""
 
-    def __init__(self, keys: Iterable[Ed25519PublicKey], threshold: int = 1) -> None:
-        self.keys = {key_id(k): k for k in keys}
+    def __init__(self, keys: Iterable[bytes], threshold: int = 1) -> None:
+        self.keys: dict[str, bytes] = {}
+        for k in keys:
+            if not isinstance(k, bytes):
+                raise TypeError(f"a trusted key is its raw 32 bytes, not {type(k).__name__}")
+            if len(k) != ed25519.PUBLIC_KEY_BYTES:
+                raise ValueError(f"an ed25519 public key is 32 bytes, not {len(k)}")
+            self.keys[key_id(k)] = k
         if threshold < 1:
             raise ValueError("threshold must be at least 1")
         if threshold > len(self.keys):
             raise ValueError(f"threshold {threshold} but only {len(self.keys)} distinct keys")
         self.threshold = threshold
+        ed25519.require()
 
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     """An unencrypted PKCS#8 PEM ed25519 key; ValueError for anything else."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an ed25519 private key")
     return key
 
 
-def load_public_key(pem: bytes) -> Ed25519PublicKey:
-    """A PEM ed25519 public key (SubjectPublicKeyInfo); ValueError for anything else."""
-    key = serialization.load_pem_public_key(pem)
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an ed25519 public key")
-    return key
+def load_public_key(pem: bytes) -> bytes:
+    """The raw 32 bytes of the first PEM ed25519 public key (SubjectPublicKeyInfo) in ``pem``;
+    ValueError (an InputError) for anything else."""
+    return ed25519.public_key_from_pem(pem)
 
 
 def private_pem(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_raw(key: Ed25519PublicKey) -> bytes:
+    """The raw 32 bytes of a ``cryptography`` public key: what :class:`Trust` and :func:`key_id` take."""
+    return key.public_bytes_raw()
 
 
 def _b64(data: bytes) -> str:
@@ -203,7 +229,9 @@ def sign(
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
-    signatures = [{"keyid": key_id(k.public_key()), "sig": _b64(k.sign(DOMAIN + payload))} for k in keys]
+    signatures = [
+        {"keyid": key_id(public_raw(k.public_key())), "sig": _b64(k.sign(DOMAIN + payload))} for k in keys
+    ]
     envelope = {"signed": _b64(payload), "signatures": signatures}
     return json.dumps(envelope, separators=(",", ":")).encode()
 
@@ -232,10 +260,8 @@ def open_envelope(data: bytes, trust: Trust) -> Document:
         key = trust.keys.get(keyid)
         if key is None:
             continue  # a key this van does not know (yet): it neither counts nor refuses
-        try:
-            key.verify(signature, DOMAIN + payload)
-        except InvalidSignature:
-            raise EnvelopeError("bad_signature", f"key {keyid[:16]}") from None
+        if not ed25519.verify(key, signature, DOMAIN + payload):
+            raise EnvelopeError("bad_signature", f"key {keyid[:16]}")
         good.add(keyid)
     if not good:
         raise EnvelopeError("unknown_key", "no signature by a trusted key")
