@@ -5,29 +5,25 @@ The load, through the real drivers: a GNSS receiver at 1 Hz (GGA, GSA, RMC on a 
 ``nmea-serial`` driver) driving the recorded Munich trace; 100 CAN frames a second from the real
 Kona Electric log on a python-can ``virtual`` bus (``python-can`` driver, the kona_ev mapping);
 one scan a minute on a second pseudo-terminal (``serial`` scanner driver); the gRPC uplink to a
-local ``dropline collector``. ``AGENT_LOAD_BIIP_TABLE=1`` loads biip's own company-prefix table
-first (the figure before firmware_bridge/scanner/gs1_prefixes.py). python-can's virtual bus lives
+local ``dropline collector`` over mutual TLS (certificates from ``dropline pki``), as a van is
+deployed; the delivery manifest of the Munich drive, and document signatures checked against a
+trusted fleet key: a signed manifest is pushed through the collector once the van is up, so the
+figure includes verifying and swapping it (``--plain`` drops TLS, the key and the push, for the
+figure of a bare van). python-can's virtual bus lives
 inside one process, so the agent process also runs the thread that sends the frames (prepared
 before the agent starts: a list of frames and one ``send`` every 10 ms; counted in the agent's
 figures, which is the honest side). ``--can-interface socketcan --can-channel vcan0`` (a Linux
 with ``vcan``: ``ip link add vcan0 type vcan; ip link set vcan0 up``) reads the bus with the
 standard-library SocketCAN reader instead, and the frames are sent from this bench process, so
-python-can is not in the agent's figures. ``--transport mqtt`` sends through a local Mosquitto to
-a collector subscribed there.
-
-The agent's live CAN driver decodes over a table compiled from the DBC in a child process
-(``firmware_bridge/can/compile_dbc.py``), so the driver never imports cantools; but
-``agent/config.py`` still parses the DBC with cantools in the agent itself to check the mapping at
-start. ``--config-check table`` runs that same check over the compiled table instead (the one-line
-change proposed for ``agent/config.py``: ``load_table`` for ``load_dbc``), to show the figure
-with cantools out of the process.
+python-can is not in the agent's figures. ``--transport mqtt`` sends through a local Mosquitto
+(TLS listener from ``dropline pki mosquitto-conf``) to a collector subscribed there.
 
 Memory is ``/proc/<pid>/status`` (VmHWM peak, VmRSS sampled each second: "steady" is the median of
 the second half); CPU is utime+stime from ``/proc/<pid>/stat`` over the run after a warm-up,
 divided by the wall time.
 
     .venv/bin/python -m bench.agent_load [--seconds 300] [--warmup 20] [--transport grpc|mqtt]
-        [--can-interface virtual|socketcan] [--config-check cantools|table]
+        [--can-interface virtual|socketcan] [--plain]
 """
 
 from __future__ import annotations
@@ -114,15 +110,9 @@ def socketcan_feeder(channel: str, rate: float, stop: threading.Event) -> thread
     return thread
 
 
-def child(config: str, rate: float, can_interface: str, config_check: str) -> int:
+def child(config: str, rate: float, can_interface: str) -> int:
     """In the agent process: send the Kona log's frames at ``rate`` a second (on python-can's
     virtual bus; a SocketCAN bus is fed from the bench process), and run the agent."""
-    if os.environ.get("AGENT_LOAD_BIIP_TABLE") == "1":  # "before": biip's own prefix module
-        import biip.gs1_prefixes  # noqa: F401
-    if config_check == "table":  # agent/config.py's DBC+mapping check over the compiled table
-        from firmware_bridge.can import decoder, table_decoder
-
-        decoder.load_dbc = table_decoder.load_table  # type: ignore[assignment]
     from dropline_cli import agent as agent_cmd
 
     if can_interface == "socketcan":
@@ -183,6 +173,57 @@ def status_mb(pid: int) -> dict[str, float]:
     return out
 
 
+VEHICLE = "case-route"  # the vehicle the Munich manifest (examples/manifest.json) is for
+MANIFEST = ROOT / "examples" / "manifest.json"
+
+
+def fleet_setup(tmp: Path, plain: bool) -> tuple[dict[str, Any], list[str], Path | None]:
+    """(the van's uplink TLS settings, the collector's TLS arguments, the fleet's private key);
+    empty with ``plain``. The PKI and key are made here, in the bench process."""
+    if plain:
+        return {}, [], None
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from dropline_cli import pki
+    from protocols import envelope
+
+    root = tmp / "pki"
+    pki.init(root)
+    pki.issue_vehicle(root, VEHICLE)
+    pki.issue_collector(root, "main", ["localhost", "127.0.0.1"])
+    key = Ed25519PrivateKey.generate()
+    key_path = tmp / "fleet.key"
+    key_path.write_bytes(envelope.private_pem(key))
+    (tmp / "fleet.pub").write_bytes(envelope.public_pem(key.public_key()))
+    van = {
+        "tls_ca": str(root / "ca.pem"),
+        "tls_cert": str(root / "vehicles" / f"{VEHICLE}.pem"),
+        "tls_key": str(root / "vehicles" / f"{VEHICLE}.key"),
+    }
+    hub = ["--tls-ca", str(root / "ca.pem")]
+    hub += [
+        "--tls-cert",
+        str(root / "collectors" / "main.pem"),
+        "--tls-key",
+        str(root / "collectors" / "main.key"),
+    ]
+    return van, hub, key_path
+
+
+def push_manifest(tmp: Path, db: Path, key_path: Path) -> None:
+    """The Munich manifest, signed by the fleet key, left for the van in the collector's
+    pushed-documents table (gRPC streams send it down; ``dropline config push --db``)."""
+    from protocols import envelope
+
+    key = envelope.load_private_key(key_path.read_bytes())
+    signed = envelope.sign(
+        MANIFEST.read_bytes(), [key], kind="manifest", version=2, expires=time.time() + 86400, vehicle=VEHICLE
+    )
+    (tmp / "manifest.signed").write_bytes(signed)
+    args = ["config", "push", str(tmp / "manifest.signed"), "--vehicle", VEHICLE, "--db", str(db)]
+    subprocess.run([sys.executable, "-m", "dropline_cli", *args], check=True, capture_output=True, cwd=ROOT)
+
+
 def run(
     seconds: float,
     warmup: float,
@@ -191,7 +232,7 @@ def run(
     scan_every: float,
     can_interface: str = "virtual",
     can_channel: str = CHANNEL,
-    config_check: str = "cantools",
+    plain: bool = False,
 ) -> dict[str, float]:
     from dropline_cli.simulator.nmea import epoch
     from tests.pipeline_fixtures import agent_config, collector, free_port
@@ -200,27 +241,33 @@ def run(
     positions = trace()
     with tempfile.TemporaryDirectory(prefix="dropline-load-") as folder:
         tmp = Path(folder)
+        van_tls, hub_tls, key_path = fleet_setup(tmp, plain)
         port = free_port()
         broker = None
+        db = tmp / "collector.db"
         if transport == "grpc":
-            hub = collector(tmp, tmp / "collector.db", grpc_port=port)
+            hub = collector(tmp, db, grpc_port=port, tls=hub_tls or None)
             target = f"127.0.0.1:{port}"
         else:
+            from dropline_cli import pki
             from tests.brokers import Mosquitto
 
-            broker = Mosquitto(tmp)
+            listener = ""
+            if not plain:
+                listener = pki.mosquitto_conf(tmp / "pki", port, "127.0.0.1", ["localhost", "127.0.0.1"])[
+                    "conf"
+                ].read_text()
+            broker = Mosquitto(tmp, port, listener=listener)
             broker.start()
-            target = broker.url
-            hub = collector(tmp, tmp / "collector.db", mqtt_url=target)
+            target = f"mqtt://127.0.0.1:{port}" if plain else f"mqtts://localhost:{port}"
+            hub = collector(tmp, db, mqtt_url=target, tls=hub_tls or None)
         gps_master, gps_port = open_pty()
         scan_master, scan_port = open_pty()
-        config = agent_config(
-            tmp,
-            "van-load",
-            transport,
-            target,
-            sources=sources(gps_port, scan_port, can_interface, can_channel),
-        )
+        extra = sources(gps_port, scan_port, can_interface, can_channel)
+        extra += f'\n[route]\nmanifest = "{MANIFEST}"\n'
+        if key_path is not None:
+            extra += f'\n[documents]\ntrusted_keys = "{tmp / "fleet.pub"}"\n'
+        config = agent_config(tmp, VEHICLE, transport, target, sources=extra, uplink=van_tls)
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         with (tmp / "agent.log").open("wb") as log:
             proc = subprocess.Popen(
@@ -234,8 +281,6 @@ def run(
                     str(can_rate),
                     "--can-interface",
                     can_interface,
-                    "--config-check",
-                    config_check,
                 ],
                 stdout=log,
                 stderr=log,
@@ -251,6 +296,7 @@ def run(
             cpu0 = wall0 = None
             n = 0
             next_scan = start + 5.0
+            pushed = key_path is None
             while time.monotonic() - start < seconds:
                 if proc.poll() is not None:
                     raise SystemExit("agent exited:\n" + (tmp / "agent.log").read_text()[-3000:])
@@ -260,6 +306,10 @@ def run(
                 if now >= next_scan:
                     os.write(scan_master, (scans[n % len(scans)] + "\r\n").encode())
                     next_scan += scan_every
+                if not pushed and now - start >= 5.0 and db.exists():
+                    assert key_path is not None
+                    push_manifest(tmp, db, key_path)
+                    pushed = True
                 if cpu0 is None and now - start >= warmup:
                     cpu0, wall0 = cpu_seconds(proc.pid), now
                 if now - start >= warmup:
@@ -277,13 +327,35 @@ def run(
                 broker.stop()
             os.close(gps_master)
             os.close(scan_master)
-        with sqlite3.connect(tmp / "collector.db") as db:
-            kinds = dict(db.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall())
+        with sqlite3.connect(db) as conn:
+            kinds = dict(conn.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall())
+        applied = [
+            json.loads(line)
+            for line in subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "dropline_cli",
+                    "export",
+                    "--db",
+                    str(db),
+                    "--kind",
+                    "document_status",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=True,
+            ).stdout.splitlines()
+        ]
     return {
         "peak_mb": final["VmHWM"],
         "steady_mb": statistics.median(rss[len(rss) // 2 :]),
         "cpu_pct": cpu,
         "epochs": float(n),
+        "manifests_applied": float(
+            sum(1 for d in applied if d.get("applied") and d.get("document") == "manifest")
+        ),
         **{f"stored_{k}": float(v) for k, v in kinds.items()},
     }
 
@@ -299,16 +371,11 @@ def main() -> None:
     parser.add_argument("--scan-every", type=float, default=60.0, help="seconds between scans")
     parser.add_argument("--can-interface", default="virtual", choices=("virtual", "socketcan"))
     parser.add_argument("--can-channel", default=CHANNEL, help="e.g. vcan0 with --can-interface socketcan")
-    parser.add_argument(
-        "--config-check",
-        default="cantools",
-        choices=("cantools", "table"),
-        help="how the agent's config check reads the DBC (table: the change proposed for agent/config.py)",
-    )
+    parser.add_argument("--plain", action="store_true", help="no TLS, no trusted key, no signed manifest")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        raise SystemExit(child(args.child, args.can_rate, args.can_interface, args.config_check))
+        raise SystemExit(child(args.child, args.can_rate, args.can_interface))
     r = run(
         args.seconds,
         args.warmup,
@@ -317,12 +384,13 @@ def main() -> None:
         args.scan_every,
         args.can_interface,
         args.can_channel,
-        args.config_check,
+        args.plain,
     )
     print(
         f"agent, {args.seconds:.0f} s at 1 Hz GNSS, {args.can_rate:.0f} CAN frames/s, a scan every"
-        f" {args.scan_every:.0f} s, {args.transport} uplink, CAN on {args.can_interface},"
-        f" config check over {args.config_check}"
+        f" {args.scan_every:.0f} s, {args.transport} uplink"
+        f" ({'plaintext' if args.plain else 'mutual TLS, signed manifest pushed'}),"
+        f" CAN on {args.can_interface}"
     )
     mem = "within" if r["peak_mb"] <= BUDGET_MB else "OVER"
     cpu = "within" if r["cpu_pct"] <= BUDGET_CPU else "OVER"
@@ -331,6 +399,8 @@ def main() -> None:
     print(f"  CPU: {r['cpu_pct']:.2f} % of one core (budget {BUDGET_CPU:.0f} %: {cpu})")
     stored = {k.removeprefix("stored_"): int(v) for k, v in r.items() if k.startswith("stored_")}
     print(f"  collector stored: {stored} ({int(r['epochs'])} GNSS epochs sent)")
+    if not args.plain:
+        print(f"  signed manifests the van applied: {int(r['manifests_applied'])}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from cloud.mqtt_ingest import MqttIngest
 from cloud.store import SqliteStore
 from dropline_cli import pki
 from protocols import topics, wire
+from protocols.downlink import Ack
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import TransportError
 from protocols.mqtt_url import MqttTarget
@@ -87,12 +88,12 @@ def grpc_collector(fleet: Path, tmp_path: Path) -> Iterator[tuple[str, Ingest, S
         store.close()
 
 
-def send(transport: GrpcTransport, data: bytes) -> pb.Ack:
+def send(transport: GrpcTransport, data: bytes) -> Ack:
     transport.send(data)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         for message in transport.receive(0.5):
-            if message.WhichOneof("body") == "ack":
+            if message.ack is not None:
                 return message.ack
     raise TimeoutError("no ack")
 
