@@ -10,7 +10,8 @@ parsed by hand (:func:`public_key_from_pem`). Signing stays with ``cryptography`
 A caller may assume: :func:`require` raises :class:`~protocols.errors.ConfigError` unless
 verification works in this process (it checks an RFC 8032 test vector); :func:`verify` is
 thread-safe (each call has its own OpenSSL objects, freed before it returns), never raises for
-any signature or message bytes, and leaves no entry on OpenSSL's error queue.
+any signature or message bytes, and leaves its thread's OpenSSL error queue empty (so ``_ssl``
+and ``_hashlib`` never report a stale error of ours).
 """
 
 from __future__ import annotations
@@ -110,12 +111,10 @@ def _candidates() -> list[tuple[str, str]]:
     return out
 
 
-@functools.cache
-def _libcrypto() -> _Libcrypto:
-    """The first candidate whose libcrypto verifies the self-test. Cached; two threads racing
-    the first call at worst bind the same library twice, which is harmless."""
+def _load(candidates: list[tuple[str, str]]) -> _Libcrypto:
+    """The first of ``candidates`` (name, path) whose libcrypto passes the self-test."""
     tried: list[str] = []
-    for name, path in _candidates():
+    for name, path in candidates:
         try:
             lib = _Libcrypto(ctypes.CDLL(path))
         except (OSError, AttributeError) as exc:
@@ -125,9 +124,16 @@ def _libcrypto() -> _Libcrypto:
             return lib
         tried.append(f"{name} ({path}): Ed25519 self-test failed")
     raise ConfigError(
-        "no OpenSSL libcrypto with Ed25519 (1.1.1 or later) in this process: "
-        + ("; ".join(tried) or "neither _hashlib, _ssl nor a system libcrypto found")
+        "no OpenSSL libcrypto with Ed25519 (1.1.1 or later) found: "
+        + ("; ".join(tried) or "neither _hashlib, _ssl nor find_library('crypto') gave one")
     )
+
+
+@functools.cache
+def _libcrypto() -> _Libcrypto:
+    """The process's libcrypto, bound once. Two threads racing the first call at worst bind the
+    same library twice, which is harmless."""
+    return _load(_candidates())
 
 
 def require() -> None:
@@ -153,10 +159,13 @@ def public_key_from_pem(pem: bytes) -> bytes:
     match = _PEM.search(pem)
     if match is None:
         raise InputError("no PEM PUBLIC KEY block")
+    text = _WHITESPACE.sub(b"", match.group(1))
     try:
-        der = base64.b64decode(_WHITESPACE.sub(b"", match.group(1)), validate=True)
+        der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InputError("PEM PUBLIC KEY block is not base64") from None
+    if base64.b64encode(der) != text:  # unused bits set: cryptography refuses it too
+        raise InputError("PEM PUBLIC KEY block is not canonical base64")
     if len(der) != len(_SPKI_PREFIX) + PUBLIC_KEY_BYTES or not der.startswith(_SPKI_PREFIX):
         raise InputError("not an ed25519 public key")
     return der[len(_SPKI_PREFIX) :]
