@@ -23,8 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.uplink import drain
 from protocols import topics
-from protocols.dropline.v1 import dropline_pb2 as pb
-from protocols.errors import TransportError
+from protocols.downlink import Downlink, decode_ack, decode_document
+from protocols.errors import TransportError, WireError
 from protocols.mqtt_url import parse_mqtt_url
 from protocols.tls import TlsFiles
 
@@ -42,7 +42,7 @@ class MqttTransport:
         self._telemetry = topics.topic(vehicle, topics.TELEMETRY)
         self._ack_topic = topics.topic(vehicle, topics.ACK)
         self._documents_topic = topics.topic(vehicle, topics.DOCUMENTS)
-        self._downlink: queue.Queue[pb.Downlink] = queue.Queue()
+        self._downlink: queue.Queue[Downlink] = queue.Queue()
         self._ready = threading.Event()
         self._down = threading.Event()
         self._error = ""
@@ -79,14 +79,14 @@ class MqttTransport:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == topics.COLLECTORS:
-            self._downlink.put(pb.Downlink(collector_online=True))
+            self._downlink.put(Downlink(collector_online=True))
             return
         try:
             if message.topic == self._documents_topic:
-                self._downlink.put(pb.Downlink(document=pb.Document.FromString(bytes(message.payload))))
+                self._downlink.put(Downlink(document=decode_document(bytes(message.payload))))
             else:
-                self._downlink.put(pb.Downlink(ack=pb.Ack.FromString(bytes(message.payload))))
-        except Exception:  # a garbage message is counted, never trusted
+                self._downlink.put(Downlink(ack=decode_ack(bytes(message.payload))))
+        except WireError:  # a garbage message is counted, never trusted
             self.bad_messages += 1
 
     def connect(self, timeout: float) -> None:
@@ -112,7 +112,7 @@ class MqttTransport:
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             raise TransportError("paho queue full: the broker is not taking messages")
 
-    def receive(self, timeout: float) -> list[pb.Downlink]:
+    def receive(self, timeout: float) -> list[Downlink]:
         return drain(self._downlink, timeout, self._check)
 
     def close(self) -> None:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.outbox import Outbox, Stored, Transaction
-from protocols import wire
-from protocols.dropline.v1 import dropline_pb2 as pb
-from protocols.errors import TransportError
+from protocols import track_codec, wire
+from protocols.downlink import Ack, Document, Downlink
+from protocols.errors import TransportError, WireError
 
 log = logging.getLogger("dropline.uplink")
 
@@ -41,7 +41,7 @@ class Transport(Protocol):
     def send(self, batch: bytes) -> None:
         """Queue one encoded Batch; may block briefly under back-pressure; TransportError if down."""
 
-    def receive(self, timeout: float) -> list[pb.Downlink]:
+    def receive(self, timeout: float) -> list[Downlink]:
         """What came down so far (acks, collector announcements, documents), waiting up to
         ``timeout`` for the first; TransportError if the link is down."""
 
@@ -49,10 +49,10 @@ class Transport(Protocol):
         """Release the link; must not raise."""
 
 
-def drain(q: queue.Queue[pb.Downlink], timeout: float, check: Callable[[], None]) -> list[pb.Downlink]:
+def drain(q: queue.Queue[Downlink], timeout: float, check: Callable[[], None]) -> list[Downlink]:
     """Whatever a transport's reader thread has queued, waiting up to ``timeout`` for the first;
     when nothing came, ``check`` raises TransportError if the link died meanwhile."""
-    out: list[pb.Downlink] = []
+    out: list[Downlink] = []
     try:
         out.append(q.get(timeout=timeout))
         while True:
@@ -107,11 +107,15 @@ NEEDS_REFERENCE = "track_needs_reference"
 seqs it left out of the ack come again, encoded without a reference."""
 
 
-def segments(records: Sequence[Stored], reference: tuple[int, pb.Fix] | None = None) -> list[wire.Segment]:
+Reference = tuple[int, track_codec.Reference]
+"""Seq, time and position of a fix the collector acknowledged as stored."""
+
+
+def segments(records: Sequence[Stored], reference: Reference | None = None) -> list[wire.Segment]:
     """The records of a transaction as one segment per kind, each in upload order; fixes as one
     compacted track segment (``CODEC_TRACK_V1``), which the collector decodes to the same fixes,
-    starting from ``reference`` (seq and fix the collector acknowledged as stored) if given.
-    A fix body that does not parse here travels as it is, for the collector to quarantine."""
+    starting from ``reference`` if given. A fix body the track cannot carry exactly
+    (``track_codec.decode_fix``) travels as it is, for the collector to judge."""
     by_kind: dict[str, tuple[list[int], list[bytes]]] = {}
     for r in records:
         seqs, bodies = by_kind.setdefault(r.kind, ([], []))
@@ -122,21 +126,16 @@ def segments(records: Sequence[Stored], reference: tuple[int, pb.Fix] | None = N
         if kind != "fix":
             out.append(wire.Segment(kind, seqs, bodies))
             continue
-        track_seqs: list[int] = []
-        fixes: list[pb.Fix] = []
-        odd_seqs: list[int] = []
-        odd_bodies: list[bytes] = []
-        for seq, body in zip(seqs, bodies, strict=True):
-            try:
-                fixes.append(pb.Fix.FromString(body))
-                track_seqs.append(seq)
-            except Exception:  # upb's DecodeError: not a fix we can compact, send it unchanged
-                odd_seqs.append(seq)
-                odd_bodies.append(body)
-        if fixes:
-            out.append(wire.track_segment(track_seqs, fixes, reference))
-        if odd_seqs:
-            out.append(wire.Segment(kind, odd_seqs, odd_bodies))
+        columns, odd = track_codec.fix_columns(bodies)
+        if odd:
+            skip = set(odd)
+            track_seqs = [seq for i, seq in enumerate(seqs) if i not in skip]
+        else:
+            track_seqs = seqs
+        if track_seqs:
+            out.append(wire.columns_segment(track_seqs, columns, reference))
+        if odd:
+            out.append(wire.Segment(kind, [seqs[i] for i in odd], [bodies[i] for i in odd]))
     return out
 
 
@@ -155,7 +154,7 @@ class Uplink:
         compress: bool = True,
         ack_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
-        on_document: Callable[[pb.Document], None] | None = None,
+        on_document: Callable[[Document], None] | None = None,
         on_quarantined: Callable[[int, int, str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -174,8 +173,8 @@ class Uplink:
         self._monotonic = monotonic
         self._inflight: dict[int, _InFlight] = {}
         self._batch_id = 0
-        self.reference: tuple[int, pb.Fix] | None = None
-        """The last fix an ack said is stored (seq, fix): where the next track segments start.
+        self.reference: Reference | None = None
+        """The last fix an ack said is stored: where the next track segments start.
         None after a (re)connect, a resend or a collector that lacks it, until an ack says so."""
         self.stats = UplinkStats()
         self.connected = threading.Event()
@@ -256,19 +255,18 @@ class Uplink:
             self.stats.records_sent += len(tx.records)
             self.stats.bytes_sent += len(payload)
 
-    def _on_downlink(self, message: pb.Downlink) -> None:
-        which = message.WhichOneof("body")
-        if which == "ack":
+    def _on_downlink(self, message: Downlink) -> None:
+        if message.ack is not None:
             self._on_ack(message.ack)
-        elif which == "collector_online" and self._inflight:
+        elif message.collector_online and self._inflight:
             log.info("a collector (re)subscribed: resending %d unacked batches", len(self._inflight))
             self._release_all()
-        elif which == "document":
+        elif message.document is not None:
             self.stats.documents += 1
             if self._on_document is not None:
                 self._on_document(message.document)
 
-    def _on_ack(self, ack: pb.Ack) -> None:
+    def _on_ack(self, ack: Ack) -> None:
         if ack.vehicle and ack.vehicle != self.vehicle:
             log.warning("ignoring ack for another vehicle %r", ack.vehicle)
             return
@@ -310,13 +308,13 @@ class Uplink:
             if r.kind != "fix" or not any(a <= r.seq <= b for a, b in stored):
                 continue
             try:
-                fix = pb.Fix.FromString(r.body)
-            except Exception:  # upb's DecodeError: the collector quarantines such a body anyway
+                fix = track_codec.decode_fix(r.body)
+            except WireError:  # not in a track: the collector judged the body by itself
                 continue
-            self.reference = (r.seq, fix)
+            self.reference = (r.seq, track_codec.columns_reference(fix))
             return
 
-    def _on_rejected(self, ack: pb.Ack, tx: Transaction) -> None:
+    def _on_rejected(self, ack: Ack, tx: Transaction) -> None:
         """A batch the collector could not read as a whole: halve the batch size and send its
         records again, so a fault that travels with one record ends up alone in its batch."""
         self.stats.rejected_batches += 1

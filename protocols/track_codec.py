@@ -14,6 +14,10 @@ The codec is lossless for what it is given (every field of ``dropline.v1.Fix``):
 coarsest grid the coordinates and times already sit on, and the simplifier puts kept fixes on a
 grid derived from the bound, so a lossy track costs fewer bits per coordinate.
 
+The van reads its outbox's ``Fix`` bodies straight into columns (``fix_columns``), without the
+protobuf runtime; only the collector's side (``decode``, ``fixes_of``) builds protobuf messages,
+importing the generated code when first called.
+
 Compiled by Cython (pure-Python mode) in the van's build; runs unchanged as plain Python.
 """
 
@@ -23,14 +27,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cython
 import zstandard
 from cython.cimports.libc.math import cos, sin, sqrt
 
-from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 from protocols.records import Fix
+
+if TYPE_CHECKING:
+    from protocols.dropline.v1 import dropline_pb2 as pb
 
 EARTH_RADIUS_M = 6371008.8
 """Mean Earth radius (IUGG), the sphere every distance here is measured on."""
@@ -308,6 +315,8 @@ def columns_of(fixes: Sequence[pb.Fix]) -> TrackColumns:
 
 
 def fixes_of(columns: TrackColumns) -> list[pb.Fix]:
+    from protocols.dropline.v1 import dropline_pb2 as pb  # the collector's side only
+
     out: list[pb.Fix] = []
     opt = [(name, values) for name, values in columns.optional.items() if any(v is not None for v in values)]
     for i in range(len(columns.time_ms)):
@@ -323,6 +332,137 @@ def fixes_of(columns: TrackColumns) -> list[pb.Fix]:
                 setattr(fix, name, value)
         out.append(fix)
     return out
+
+
+_FIX_FIELDS = 9
+"""Field numbers 1..9 of ``dropline.v1.Fix``, every one a varint."""
+_U64: cython.ulonglong = 0xFFFFFFFFFFFFFFFF
+
+
+@cython.cfunc
+@cython.locals(
+    n=cython.Py_ssize_t,
+    pos=cython.Py_ssize_t,
+    start=cython.Py_ssize_t,
+    b=cython.uint,
+    shift=cython.int,
+    value=cython.ulonglong,
+    field=cython.int,
+    have=cython.int,
+    signed=cython.longlong,
+    mode=cython.ulonglong,
+    lat=cython.longlong,
+    lon=cython.longlong,
+    alt=cython.longlong,
+    speed=cython.ulonglong,
+    track=cython.ulonglong,
+    hdop=cython.ulonglong,
+    sats=cython.ulonglong,
+)
+def _read_fix(body: bytes, out: list[list[int | None]]) -> None:
+    """Append the fields of one ``Fix`` body to ``out`` (time, mode, lat, lon, then the optional
+    columns in ``OPTIONAL`` order, None where absent), all or nothing. WireError for anything the
+    columns could not give back exactly: a truncated or over-long varint, a wire type other than
+    varint, a field the schema does not have, a value outside its field's range."""
+    n = len(body)
+    pos = 0
+    field = 0  # the field whose value comes next; 0: a tag comes next
+    have = 0  # bit i: optional field i is present
+    time_ms: int = 0
+    mode = lat = lon = alt = speed = track = hdop = sats = 0
+    while pos < n:
+        start = pos
+        value = 0
+        shift = 0
+        while True:
+            if pos >= n:
+                raise WireError("fix_truncated")
+            b = body[pos]
+            pos += 1
+            if shift == 63 and b > 1:  # the tenth byte may only hold bit 63
+                raise WireError("fix_bad_varint" if b >= 0x80 else "fix_out_of_range")
+            value |= cython.cast(cython.ulonglong, b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        if field == 0:
+            if pos - start > 5:
+                raise WireError("fix_bad_varint")
+            if value & 7:
+                raise WireError("fix_wire_type")
+            if value >> 3 == 0 or value >> 3 > _FIX_FIELDS:
+                raise WireError("fix_unknown_field")
+            field = cython.cast(cython.int, value >> 3)
+            continue
+        if field == 1:  # int64: two's complement
+            time_ms = value if value >> 63 == 0 else -cython.cast(cython.longlong, value ^ _U64) - 1
+        elif value >> 32:  # every other field is 32 bits wide
+            raise WireError("fix_out_of_range")
+        elif field == 2:
+            mode = value
+        elif field <= 5:  # sint32: zigzag
+            signed = cython.cast(cython.longlong, value >> 1)
+            if value & 1:
+                signed = -signed - 1
+            if field == 3:
+                lat = signed
+            elif field == 4:
+                lon = signed
+            else:
+                alt = signed
+                have |= 1
+        elif field == 6:
+            speed = value
+            have |= 2
+        elif field == 7:
+            track = value
+            have |= 4
+        elif field == 8:
+            hdop = value
+            have |= 8
+        else:
+            sats = value
+            have |= 16
+        field = 0
+    if field:
+        raise WireError("fix_truncated")
+    out[0].append(time_ms)
+    out[1].append(mode)
+    out[2].append(lat)
+    out[3].append(lon)
+    out[4].append(alt if have & 1 else None)
+    out[5].append(speed if have & 2 else None)
+    out[6].append(track if have & 4 else None)
+    out[7].append(hdop if have & 8 else None)
+    out[8].append(sats if have & 16 else None)
+
+
+def _columns(out: list[list[int | None]]) -> TrackColumns:
+    fixed: list[list[int]] = out[:4]  # type: ignore[assignment]  # never None: no presence
+    return TrackColumns(fixed[0], fixed[1], fixed[2], fixed[3], dict(zip(OPTIONAL, out[4:], strict=True)))
+
+
+@cython.locals(i=cython.Py_ssize_t)
+def fix_columns(bodies: Sequence[bytes]) -> tuple[TrackColumns, list[int]]:
+    """The ``dropline.v1.Fix`` bodies that ``decode_fix`` reads, as columns in their order, and the
+    indexes of the others (which travel as they are, for the collector to judge)."""
+    out: list[list[int | None]] = [[] for _ in range(_FIX_FIELDS)]
+    bad: list[int] = []
+    for i in range(len(bodies)):
+        try:
+            _read_fix(bodies[i], out)
+        except WireError:
+            bad.append(i)
+    return _columns(out), bad
+
+
+def decode_fix(body: bytes) -> TrackColumns:
+    """One ``Fix`` body as columns of one fix, the values protobuf would parse from it; WireError
+    (naming why) for a body that is not exactly a Fix: truncated, a varint over ten bytes, another
+    wire type, an unknown field, a value outside its field's range (protobuf would truncate it)."""
+    out: list[list[int | None]] = [[] for _ in range(_FIX_FIELDS)]
+    _read_fix(body, out)
+    return _columns(out)
 
 
 @cython.cfunc
@@ -782,6 +922,11 @@ def unpack(data: bytes, max_bytes: int) -> bytes:
 
 def reference_of(fix: pb.Fix) -> Reference:
     return (fix.time_ms, fix.lat_e7, fix.lon_e7)
+
+
+def columns_reference(columns: TrackColumns, i: int = -1) -> Reference:
+    """The reference a track may start from: fix ``i`` of ``columns``."""
+    return (columns.time_ms[i], columns.lat_e7[i], columns.lon_e7[i])
 
 
 def encode(fixes: Sequence[pb.Fix], use_dictionary: bool = True, reference: Reference | None = None) -> bytes:

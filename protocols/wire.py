@@ -8,9 +8,12 @@ serialised body message per record).
 Whole ``Record`` messages (field 3) are still accepted, for clients using the generated stub.
 
 Compiled by Cython (pure-Python mode) in the van's build; runs unchanged as plain Python.
-Decoding goes through the generated protobuf code (upb, in C), with limits checked first so a
-hostile batch cannot make the collector allocate without bound. A record whose body does not
-decode is set aside with its seq and reason (``Unreadable``), never allowed to sink its batch.
+Encoding (the van's side) needs no protobuf runtime: the schema's enum values and record kinds are
+written out here (``tests/test_protocols.py`` checks them against the generated code).
+Decoding (the collector's side) goes through the generated protobuf code (upb, in C), imported
+when first needed, with limits checked first so a hostile batch cannot make the collector
+allocate without bound. A record whose body does not decode is set aside with its seq and reason
+(``Unreadable``), never allowed to sink its batch.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from protocols import track_codec
-from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
+
+if TYPE_CHECKING:
+    from protocols.dropline.v1 import dropline_pb2 as pb
 
 _TAG_VEHICLE = b"\x0a"  # Batch field 1, length-delimited
 _TAG_BATCH_ID = b"\x10"  # Batch field 2, varint
@@ -35,8 +41,17 @@ _TAG_SEG_BODY = b"\x22"  # Segment field 4, length-delimited
 _TAG_SEG_CODEC = b"\x10"  # Segment field 2, varint
 _TAG_SEG_DATA = b"\x2a"  # Segment field 5, length-delimited
 
-BODY_KINDS = frozenset(f.name for f in pb.Record.DESCRIPTOR.oneofs_by_name["body"].fields)
-"""The record kinds this build can decode (``fix``, ``signal``, ``scan``, ``alert``, ``gap``)."""
+COMPRESSION_NONE, COMPRESSION_ZLIB = 0, 1
+"""``dropline.v1.Compression``."""
+CODEC_MESSAGES, CODEC_TRACK_V1 = 0, 1
+"""``dropline.v1.Codec``."""
+BODY_KINDS = frozenset(
+    {
+        "fix", "signal", "scan", "alert", "gap", "fence_event", "stop_update", "delivery", "eta",
+        "blob_chunk", "document_status",
+    }
+)  # fmt: skip
+"""The record kinds this build can decode: the members of ``Record.body``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +62,7 @@ class Segment:
     kind: str
     seqs: Sequence[int]
     bodies: Sequence[bytes] = ()
-    codec: int = pb.CODEC_MESSAGES
+    codec: int = CODEC_MESSAGES
     data: bytes = b""
     reference_seq: int | None = None
 
@@ -55,16 +70,27 @@ class Segment:
 def track_segment(
     seqs: Sequence[int], fixes: Sequence[pb.Fix], reference: tuple[int, pb.Fix] | None = None
 ) -> Segment:
+    """``columns_segment`` of protobuf fix messages (and reference fix)."""
+    ref = None if reference is None else (reference[0], track_codec.reference_of(reference[1]))
+    return columns_segment(seqs, track_codec.columns_of(fixes), ref)
+
+
+def columns_segment(
+    seqs: Sequence[int],
+    columns: track_codec.TrackColumns,
+    reference: tuple[int, track_codec.Reference] | None = None,
+) -> Segment:
     """Fixes as one ``CODEC_TRACK_V1`` segment; their seqs travel as runs beside the blob (not
     inside it), so a blob that does not decode is still quarantined record by record. With
-    ``reference`` (seq and fix of a fix the collector stored, e.g. the last one acked) the blob
-    starts from that fix instead of absolute time and position."""
-    ref = None if reference is None else track_codec.reference_of(reference[1])
+    ``reference`` (seq, time and position of a fix the collector stored, e.g. the last one acked)
+    the blob starts from that fix instead of absolute time and position."""
     return Segment(
         "fix",
         seqs,
-        codec=pb.CODEC_TRACK_V1,
-        data=track_codec.encode(fixes, reference=ref),
+        codec=CODEC_TRACK_V1,
+        data=track_codec.pack(
+            track_codec.encode_columns(columns, None if reference is None else reference[1])
+        ),
         reference_seq=None if reference is None else reference[0],
     )
 
@@ -154,12 +180,12 @@ def frame_records(records: Sequence[bytes]) -> bytes:
 
 def frame_segment(segment: Segment) -> bytes:
     """The bytes of one ``Segment`` (codec ``CODEC_MESSAGES``, the default, left implicit)."""
-    if segment.codec == pb.CODEC_TRACK_V1:
+    if segment.codec == CODEC_TRACK_V1:
         seqs = b"".join([varint(s) for s in seq_runs(segment.seqs, segment.reference_seq)])
     else:
         seqs = b"".join([varint(s) for s in segment.seqs])
     parts = [_field(_TAG_SEG_KIND, segment.kind.encode()), _field(_TAG_SEG_SEQS, seqs)]
-    if segment.codec != pb.CODEC_MESSAGES:
+    if segment.codec != CODEC_MESSAGES:
         if segment.bodies:
             raise ValueError("a columnar segment carries data, not bodies")
         parts.insert(1, _TAG_SEG_CODEC + varint(segment.codec))
@@ -193,7 +219,7 @@ def encode_batch(
     packed = zlib.compress(body, 1)
     if len(packed) + 4 >= len(body):  # a compacted track does not shrink: zlib would only add
         return head + body
-    return head + _TAG_COMPRESSION + varint(pb.COMPRESSION_ZLIB) + _field(_TAG_PACKED, packed)
+    return head + _TAG_COMPRESSION + varint(COMPRESSION_ZLIB) + _field(_TAG_PACKED, packed)
 
 
 def peek_header(data: bytes) -> tuple[str, int]:
@@ -248,7 +274,7 @@ def decode_batch(
     if len(data) > max_bytes:
         raise WireError("oversized")
     batch = _parse(data)
-    if batch.compression == pb.COMPRESSION_ZLIB:
+    if batch.compression == COMPRESSION_ZLIB:
         inflater = zlib.decompressobj()
         try:
             body = inflater.decompress(batch.packed, max_bytes)
@@ -261,14 +287,14 @@ def decode_batch(
             raise WireError("bad_compression")
         inner.vehicle, inner.batch_id = batch.vehicle, batch.batch_id  # no copy of the records
         batch = inner
-    elif batch.compression != pb.COMPRESSION_NONE or batch.packed:
+    elif batch.compression != COMPRESSION_NONE or batch.packed:
         raise WireError("unknown_compression")
     count = len(batch.records)
     if count > max_records:
         raise WireError("too_many_records")
     tracks: dict[int, tuple[int | None, list[int]]] = {}
     for i, segment in enumerate(batch.segments):
-        if segment.codec == pb.CODEC_TRACK_V1:
+        if segment.codec == CODEC_TRACK_V1:
             tracks[i] = expand_runs(list(segment.seqs), max_records - count)
             count += len(tracks[i][1])
         else:
@@ -292,6 +318,8 @@ def decode_batch(
 
 
 def _parse(data: bytes) -> pb.Batch:
+    from protocols.dropline.v1 import dropline_pb2 as pb  # the collector's side only
+
     batch = pb.Batch()
     try:
         batch.ParseFromString(data)
@@ -301,10 +329,12 @@ def _parse(data: bytes) -> pb.Batch:
 
 
 def _flatten(segment: pb.Segment, records: list[pb.Record], unreadable: list[Unreadable]) -> None:
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
     kind = segment.kind
     seqs = list(segment.seqs)
-    if segment.codec != pb.CODEC_MESSAGES or len(segment.bodies) != len(seqs):
-        reason = "unknown_codec" if segment.codec != pb.CODEC_MESSAGES else "bad_segment"
+    if segment.codec != CODEC_MESSAGES or len(segment.bodies) != len(seqs):
+        reason = "unknown_codec" if segment.codec != CODEC_MESSAGES else "bad_segment"
         unreadable.extend(Unreadable(s, kind, reason, segment.data) for s in seqs)
         return
     if kind not in BODY_KINDS:
@@ -332,6 +362,8 @@ def _flatten_track(
 ) -> None:
     """A track blob back into fix records with their seqs; a blob that does not decode, or not
     into one fix per seq, sets every seq of the segment aside with the blob."""
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
     reason = ""
     fixes: list[pb.Fix] = []
     if segment.kind != "fix" or segment.bodies:

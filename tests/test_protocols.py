@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import convert, topics, wire
+from protocols.errors import WireError
 from protocols.generate import PROTO_DIR, ROOT, generate
 from protocols.records import (
     Alert,
@@ -25,6 +27,23 @@ from protocols.records import (
     StopUpdate,
     parse_iso_time,
 )
+
+
+def test_the_wire_constants_are_the_schemas() -> None:
+    """``protocols.wire`` writes them out so the van's encoding needs no protobuf runtime."""
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
+    assert {f.name for f in pb.Record.DESCRIPTOR.oneofs_by_name["body"].fields} == wire.BODY_KINDS
+    assert (wire.CODEC_MESSAGES, wire.CODEC_TRACK_V1) == (pb.CODEC_MESSAGES, pb.CODEC_TRACK_V1)
+    assert (wire.COMPRESSION_NONE, wire.COMPRESSION_ZLIB) == (pb.COMPRESSION_NONE, pb.COMPRESSION_ZLIB)
+    assert {v.name: v.number for v in pb.Codec.DESCRIPTOR.values} == {
+        "CODEC_MESSAGES": wire.CODEC_MESSAGES,
+        "CODEC_TRACK_V1": wire.CODEC_TRACK_V1,
+    }
+    assert {v.name: v.number for v in pb.Compression.DESCRIPTOR.values} == {
+        "COMPRESSION_NONE": wire.COMPRESSION_NONE,
+        "COMPRESSION_ZLIB": wire.COMPRESSION_ZLIB,
+    }
 
 
 def test_generated_code_is_what_the_pinned_tools_make_of_the_proto() -> None:
@@ -165,7 +184,7 @@ def _matches(row: dict[str, object], original: object) -> None:
         assert near(row["lat"], original.lat, 0.6e-7) and near(row["lon"], original.lon, 0.6e-7)
     elif isinstance(original, Eta):
         assert row["kind"] == "eta" and row.get("stops", []) == list(original.stops)
-        etas = [parse_iso_time(t) for t in row.get("etas", [])]
+        etas = [parse_iso_time(t) for t in cast(list[str], row.get("etas", []))]
         assert len(etas) == len(original.etas)
         assert all(near(a, b, 0.0006) for a, b in zip(etas, original.etas, strict=True))
     elif isinstance(original, BlobChunk):
@@ -175,7 +194,7 @@ def _matches(row: dict[str, object], original: object) -> None:
             original.index,
             original.count,
         )
-        assert base64.b64decode(row.get("data", "")) == original.data
+        assert base64.b64decode(str(row.get("data", ""))) == original.data
     else:
         assert isinstance(original, DocumentStatus)
         assert (row["kind"], row["document"]) == ("document_status", original.document)
@@ -250,7 +269,7 @@ def test_hostile_bytes_are_a_wire_error_or_a_batch(data: bytes) -> None:
     wire.peek_header(data)  # never raises
     try:
         batch = wire.decode_batch(data, max_bytes=500, max_records=50)
-    except wire.WireError as exc:
+    except WireError as exc:
         assert str(exc)
     else:
         assert isinstance(batch, wire.Decoded) and len(batch.records) + len(batch.unreadable) <= 50
@@ -262,7 +281,7 @@ def test_a_zip_bomb_is_refused() -> None:
     assert len(data) < 100_000
     try:
         wire.decode_batch(data, max_bytes=1 << 20, max_records=10_000)
-    except wire.WireError as exc:
+    except WireError as exc:
         assert str(exc) == "oversized"
     else:
         raise AssertionError("inflated past max_bytes")

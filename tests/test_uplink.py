@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox
+from agent.outbox import Outbox, Stored
 from agent.uplink import Backoff, Uplink, drain, segments
 from cloud.ingest import Ingest
 from cloud.store import SqliteStore
 from protocols import wire
+from protocols.convert import encode_body
+from protocols.downlink import Document, Downlink, decode_downlink
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import TransportError
 from protocols.records import Fix, Scan
@@ -38,8 +40,8 @@ class Link:
 
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
-        self.down: queue.Queue[pb.Downlink] = queue.Queue()
-        self.held: list[pb.Downlink] = []
+        self.down: queue.Queue[Downlink] = queue.Queue()
+        self.held: list[Downlink] = []
         self.hold = False
         self.sent: list[bytes] = []
         self.broken = threading.Event()
@@ -55,20 +57,22 @@ class Link:
             raise TransportError("link down")
         with self.lock:
             self.sent.append(batch)
-            ack = pb.Downlink(ack=self.ingest.handle(self.tamper(batch), VAN))
+            ack = decode_downlink(
+                pb.Downlink(ack=self.ingest.handle(self.tamper(batch), VAN)).SerializeToString()
+            )
             if self.hold:
                 self.held.append(ack)
             else:
                 self.down.put(ack)
 
-    def receive(self, timeout: float) -> list[pb.Downlink]:
+    def receive(self, timeout: float) -> list[Downlink]:
         def check() -> None:
             if self.broken.is_set():
                 raise TransportError("link down")
 
         return drain(self.down, timeout, check)
 
-    def release(self, order: Callable[[list[pb.Downlink]], list[pb.Downlink]] = lambda a: a) -> None:
+    def release(self, order: Callable[[list[Downlink]], list[Downlink]] = lambda a: a) -> None:
         with self.lock:
             for ack in order(self.held):
                 self.down.put(ack)
@@ -178,7 +182,7 @@ def test_a_collector_announcing_itself_gets_the_window_at_once(outbox: Outbox, s
         wait_until(lambda: len(link.sent) >= 3, 10, "the window filled")
         link.held.clear()  # published while no collector listened: the broker dropped them
         link.hold = False
-        link.down.put(pb.Downlink(collector_online=True))
+        link.down.put(Downlink(collector_online=True))
         wait_until(lambda: outbox.unacked_count() == 0, 10, "resent without waiting for the timeout")
     assert uplink.stats.ack_timeouts == 0
     assert stored_seqs(store) == list(range(1, 31))
@@ -224,10 +228,10 @@ def test_a_batch_the_collector_cannot_read_is_split_until_the_rest_flows(
 
 def test_documents_coming_down_reach_the_agent(outbox: Outbox, store: SqliteStore) -> None:
     link = Link(Ingest(store))
-    got: list[pb.Document] = []
+    got: list[Document] = []
     uplink = make(outbox, link, on_document=got.append)
     with running(uplink):
-        link.down.put(pb.Downlink(document=pb.Document(kind="manifest", envelope=b"signed")))
+        link.down.put(Downlink(document=Document(kind="manifest", envelope=b"signed")))
         wait_until(lambda: got, 10, "the document delivered")
     assert [(d.kind, d.envelope) for d in got] == [("manifest", b"signed")]
 
@@ -271,14 +275,36 @@ def test_segments_group_a_transaction_by_kind_in_upload_order(outbox: Outbox) ->
     assert sorted(r.seq for r in decoded.records) == list(range(1, 13))
 
 
+def test_a_fix_body_the_track_cannot_carry_travels_as_it_is_and_is_stored() -> None:
+    """A body protobuf reads but the track could not give back exactly (a field this build does
+    not know, a value protobuf would truncate) goes as a message; the collector judges it."""
+    bodies = [encode_body(Fix(T0 + i, 3, 48.1, 11.5))[1] for i in range(4)]
+    stored = [
+        Stored(1, "fix", bodies[0]),
+        Stored(2, "fix", bodies[1] + b"\x50\x01"),  # field 10: a later schema's
+        Stored(3, "fix", bodies[2]),
+        Stored(4, "fix", bodies[3] + b"\x48\x80\x80\x80\x80\x10"),  # sats = 2**32
+    ]
+    out = segments(stored)
+    assert [(s.codec, list(s.seqs), list(s.bodies)) for s in out[1:]] == [
+        (wire.CODEC_MESSAGES, [2, 4], [stored[1].body, stored[3].body])
+    ]
+    assert (out[0].codec, list(out[0].seqs)) == (wire.CODEC_TRACK_V1, [1, 3])
+    decoded = wire.decode_batch(wire.encode_batch(VAN, 1, segments=out), 1 << 20, 100)
+    assert decoded.unreadable == []
+    assert {r.seq: r.fix.time_ms for r in decoded.records} == {
+        i + 1: round((T0 + i) * 1000) for i in range(4)
+    }
+
+
 def track_references(batches: list[bytes]) -> list[int | None]:
     """The reference seq of each batch's track segment, read from the bytes sent (None: none)."""
     out: list[int | None] = []
     for data in batches:
         batch = pb.Batch.FromString(data)
-        if batch.compression == pb.COMPRESSION_ZLIB:
+        if batch.compression == wire.COMPRESSION_ZLIB:
             batch = pb.Batch.FromString(zlib.decompress(batch.packed))
-        track = [s for s in batch.segments if s.codec == pb.CODEC_TRACK_V1]
+        track = [s for s in batch.segments if s.codec == wire.CODEC_TRACK_V1]
         assert len(track) == 1
         out.append(track[0].seqs[0] - 1 if track[0].seqs[0] else None)
     return out
