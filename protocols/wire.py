@@ -70,7 +70,8 @@ class Segment:
 def track_segment(
     seqs: Sequence[int], fixes: Sequence[pb.Fix], reference: tuple[int, pb.Fix] | None = None
 ) -> Segment:
-    """``columns_segment`` of protobuf fix messages (and reference fix)."""
+    """``columns_segment`` of protobuf fix messages, for callers that hold them (the CLI's
+    compaction report); the van reads its bodies straight into columns instead."""
     ref = None if reference is None else (reference[0], track_codec.reference_of(reference[1]))
     return columns_segment(seqs, track_codec.columns_of(fixes), ref)
 
