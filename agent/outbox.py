@@ -346,16 +346,17 @@ class Outbox:
             raise
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        """First schema -> kind column + body without seq, in small commits (resumable)."""
-        from google.protobuf.message import DecodeError  # only old files need the protobuf runtime
+        """First schema -> kind column + body without seq, in small commits (resumable). Only
+        such a file loads the protobuf runtime (~5 MB resident the van otherwise never carries)."""
+        sql = "SELECT seq, body FROM records WHERE kind IS NULL ORDER BY seq LIMIT ?"
+        rows = db.execute(sql, (_MIGRATE_STEP,)).fetchall()
+        if not rows:
+            return
+        from google.protobuf.message import DecodeError
 
         from protocols.dropline.v1 import dropline_pb2 as pb
 
-        while True:
-            sql = "SELECT seq, body FROM records WHERE kind IS NULL ORDER BY seq LIMIT ?"
-            rows = db.execute(sql, (_MIGRATE_STEP,)).fetchall()
-            if not rows:
-                return
+        while rows:
             updates = []
             for seq, old in rows:
                 kind, body = "unknown", bytes(old)
@@ -371,6 +372,7 @@ class Outbox:
             db.executemany("UPDATE records SET kind = ?, body = ? WHERE seq = ?", updates)
             db.execute("COMMIT")
             log.info("outbox migration: %d rows up to seq %d converted", len(rows), rows[-1][0])
+            rows = db.execute(sql, (_MIGRATE_STEP,)).fetchall()
 
     def _reset(self, cause: str) -> sqlite3.Connection:
         """Move the corrupt file aside, start a new one numbering above the seq mark, report it."""

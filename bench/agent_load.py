@@ -115,6 +115,10 @@ def child(config: str, rate: float, can_interface: str) -> int:
     virtual bus; a SocketCAN bus is fed from the bench process), and run the agent."""
     from dropline_cli import agent as agent_cmd
 
+    if os.environ.get("AGENT_LOAD_MODULES"):  # where the memory goes: the modules loaded, at exit
+        import atexit
+
+        atexit.register(lambda: Path(os.environ["AGENT_LOAD_MODULES"]).write_text("\n".join(sorted(sys.modules))))
     if can_interface == "socketcan":
         return agent_cmd.run(argparse.Namespace(config=Path(config), describe_config=False))
     import can
@@ -329,7 +333,7 @@ def run(
             os.close(scan_master)
         with sqlite3.connect(db) as conn:
             kinds = dict(conn.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall())
-        applied = [
+        statuses = [
             json.loads(line)
             for line in subprocess.run(
                 [
@@ -340,7 +344,7 @@ def run(
                     "--db",
                     str(db),
                     "--kind",
-                    "document_status",
+                    "documents",
                 ],
                 capture_output=True,
                 text=True,
@@ -354,7 +358,7 @@ def run(
         "cpu_pct": cpu,
         "epochs": float(n),
         "manifests_applied": float(
-            sum(1 for d in applied if d.get("applied") and d.get("document") == "manifest")
+            sum(1 for d in statuses if d.get("applied") and d.get("document") == "manifest")
         ),
         **{f"stored_{k}": float(v) for k, v in kinds.items()},
     }

@@ -72,6 +72,7 @@ VAN_MODULES = (
     "agent.runtime",
     "agent.uplink",
     "agent.transport_mqtt",
+    "agent.transport_grpc",
     "firmware_bridge.gps.gpsd_client",
     "firmware_bridge.gps.serial_nmea",
     "firmware_bridge.gps.nmea",
@@ -92,8 +93,19 @@ from protocols import track_codec, wire
 from protocols.convert import encode_body
 from protocols.downlink import decode_downlink
 from protocols.records import Fix, Scan
+import tempfile
+from pathlib import Path
+from agent.outbox import Outbox
 records = [Fix(1.7e9 + i, 3, 48.1 + i * 1e-5, 11.5, sats=9) for i in range(8)]
 records[5] = Scan(1.7e9 + 5, "00340123450000000017", "sscc")
+with tempfile.TemporaryDirectory() as folder:  # a real outbox: opening it must not load protobuf
+    outbox = Outbox(Path(folder) / "outbox.db")
+    for r in records:
+        outbox.append(r)
+    outbox.flush()
+    tx = outbox.batch(100)
+    assert tx is not None and [s.seq for s in tx.records] == list(range(1, 9))
+    outbox.close()
 stored = [Stored(seq, *encode_body(r)) for seq, r in enumerate(records, start=1)]
 reference = (1, track_codec.columns_reference(track_codec.decode_fix(stored[0].body)))
 parts = segments(stored[1:], reference)
