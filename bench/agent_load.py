@@ -118,7 +118,8 @@ def child(config: str, rate: float, can_interface: str) -> int:
     if os.environ.get("AGENT_LOAD_MODULES"):  # where the memory goes: the modules loaded, at exit
         import atexit
 
-        atexit.register(lambda: Path(os.environ["AGENT_LOAD_MODULES"]).write_text("\n".join(sorted(sys.modules))))
+        where = Path(os.environ["AGENT_LOAD_MODULES"])
+        atexit.register(lambda: where.write_text("\n".join(sorted(sys.modules))))
     if can_interface == "socketcan":
         return agent_cmd.run(argparse.Namespace(config=Path(config), describe_config=False))
     import can
