@@ -3,19 +3,28 @@
 
 The load, through the real drivers: a GNSS receiver at 1 Hz (GGA, GSA, RMC on a pseudo-terminal,
 ``nmea-serial`` driver) driving the recorded Munich trace; 100 CAN frames a second from the real
-Kona Electric log on a python-can ``virtual`` bus (``python-can`` driver, the kona_ev mapping);
-one scan a minute on a second pseudo-terminal (``serial`` scanner driver); the gRPC uplink to a
-local ``dropline collector`` over mutual TLS (certificates from ``dropline pki``), as a van is
-deployed; the delivery manifest of the Munich drive, and document signatures checked against a
-trusted fleet key: a signed manifest is pushed through the collector once the van is up, so the
-figure includes verifying and swapping it (``--plain`` drops TLS, the key and the push, for the
-figure of a bare van). python-can's virtual bus lives
-inside one process, so the agent process also runs the thread that sends the frames (prepared
-before the agent starts: a list of frames and one ``send`` every 10 ms; counted in the agent's
-figures, which is the honest side). ``--can-interface socketcan --can-channel vcan0`` (a Linux
-with ``vcan``: ``ip link add vcan0 type vcan; ip link set vcan0 up``) reads the bus with the
-standard-library SocketCAN reader instead, and the frames are sent from this bench process, so
-python-can is not in the agent's figures. ``--transport mqtt`` sends through a local Mosquitto
+Kona Electric log, read by the van's own SocketCAN reader (``python-can`` driver, interface
+``socketcan``, the kona_ev mapping); one scan a minute on a second pseudo-terminal (``serial``
+scanner driver); the gRPC uplink to a local ``dropline collector`` over mutual TLS (certificates
+from ``dropline pki``), as a van is deployed; the delivery manifest of the Munich drive, and
+document signatures checked against a trusted fleet key: a signed manifest is pushed through the
+collector once the van is up, so the figure includes verifying and swapping it (``--plain`` drops
+TLS, the key and the push, for the figure of a bare van).
+
+CAN, three ways (``--can-interface``):
+
+- ``datagram`` (default; this machine has no ``vcan`` module): the frames, in the kernel's
+  ``struct can_frame`` layout, are sent from this bench process as datagrams on a Unix socket
+  that the agent's :class:`~firmware_bridge.can.socketcan.SocketCanBus` reads in place of the
+  ``CAN_RAW`` socket it would bind to ``can0`` (the one line that differs: ``_open``). Frame
+  parsing, kernel receive timestamps, the driver, the decoder: all as on the van.
+- ``socketcan --can-channel vcan0`` (a Linux with ``vcan``: ``ip link add vcan0 type vcan; ip link
+  set vcan0 up``): the real thing, frames sent from this bench process.
+- ``virtual``: a python-can virtual bus, which lives inside one process, so the agent process also
+  imports python-can (~4 MB: asyncio, wrapt) and runs the thread that sends the frames. No van
+  loads python-can for SocketCAN; this is the figure with it.
+
+``--transport mqtt`` sends through a local Mosquitto
 (TLS listener from ``dropline pki mosquitto-conf``) to a collector subscribed there.
 
 Memory is ``/proc/<pid>/status`` (VmHWM peak, VmRSS sampled each second: "steady" is the median of
@@ -23,7 +32,7 @@ the second half); CPU is utime+stime from ``/proc/<pid>/stat`` over the run afte
 divided by the wall time.
 
     .venv/bin/python -m bench.agent_load [--seconds 300] [--warmup 20] [--transport grpc|mqtt]
-        [--can-interface virtual|socketcan] [--plain]
+        [--can-interface datagram|socketcan|virtual] [--plain]
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ def open_pty() -> tuple[int, str]:
 
 
 def sources(gps_port: str, scan_port: str, can_interface: str, can_channel: str) -> str:
+    can_interface = "virtual" if can_interface == "virtual" else "socketcan"
     return f"""
 [gps]
 driver = "nmea-serial"
@@ -84,23 +94,35 @@ port = "{scan_port}"
 """
 
 
-def socketcan_feeder(channel: str, rate: float, stop: threading.Event) -> threading.Thread:
-    """In this bench process: the Kona log's frames at ``rate`` a second on a SocketCAN interface."""
+def socketcan_feeder(
+    channel: str, rate: float, stop: threading.Event, datagram: Path | None
+) -> threading.Thread:
+    """In this bench process: the Kona log's frames at ``rate`` a second on a SocketCAN interface,
+    or (``datagram``) as ``can_frame`` datagrams to the agent's Unix socket at that path."""
     import socket
 
     import can
     from can.interfaces.socketcan.socketcan import build_can_frame
 
     frames = [build_can_frame(m) for m in can.LogReader(str(CAN_LOG)) if not m.is_error_frame][:2000]
-    sock = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
-    sock.bind((channel,))
+    if datagram is None:
+        sock = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
+        sock.bind((channel,))
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 
     def feed() -> None:
         due = time.monotonic()
         for i in itertools.count():
             if stop.is_set():
                 break
-            sock.send(frames[i % len(frames)])
+            try:
+                if datagram is None:
+                    sock.send(frames[i % len(frames)])
+                else:
+                    sock.sendto(frames[i % len(frames)], str(datagram))
+            except (FileNotFoundError, ConnectionRefusedError):  # the agent's socket is not bound yet
+                pass
             due += 1.0 / rate
             stop.wait(max(0.0, due - time.monotonic()))
         sock.close()
@@ -110,9 +132,25 @@ def socketcan_feeder(channel: str, rate: float, stop: threading.Event) -> thread
     return thread
 
 
+def bind_datagram_can(path: Path) -> None:
+    """In the agent process: SocketCanBus reads ``can_frame`` datagrams from a Unix socket at
+    ``path`` instead of opening a ``CAN_RAW`` socket (which needs a kernel with vcan)."""
+    import socket
+
+    from firmware_bridge.can import socketcan
+
+    def _open(channel: str, fd: bool) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socketcan.SO_TIMESTAMPNS, 1)
+        sock.bind(str(path))
+        return sock
+
+    socketcan.SocketCanBus._open = staticmethod(_open)  # type: ignore[method-assign]
+
+
 def child(config: str, rate: float, can_interface: str) -> int:
-    """In the agent process: send the Kona log's frames at ``rate`` a second (on python-can's
-    virtual bus; a SocketCAN bus is fed from the bench process), and run the agent."""
+    """In the agent process: run the agent (with ``virtual``, also send the Kona log's frames at
+    ``rate`` a second on python-can's virtual bus; the other buses are fed from the bench process)."""
     from dropline_cli import agent as agent_cmd
 
     if os.environ.get("AGENT_LOAD_MODULES"):  # where the memory goes: the modules loaded, at exit
@@ -120,7 +158,9 @@ def child(config: str, rate: float, can_interface: str) -> int:
 
         where = Path(os.environ["AGENT_LOAD_MODULES"])
         atexit.register(lambda: where.write_text("\n".join(sorted(sys.modules))))
-    if can_interface == "socketcan":
+    if can_interface == "datagram":
+        bind_datagram_can(Path(config).with_name("can.sock"))
+    if can_interface != "virtual":
         return agent_cmd.run(argparse.Namespace(config=Path(config), describe_config=False))
     import can
 
@@ -235,7 +275,7 @@ def run(
     transport: str,
     can_rate: float,
     scan_every: float,
-    can_interface: str = "virtual",
+    can_interface: str = "datagram",
     can_channel: str = CHANNEL,
     plain: bool = False,
 ) -> dict[str, float]:
@@ -294,8 +334,10 @@ def run(
             )
         rss: list[float] = []
         feeding = threading.Event()
-        if can_interface == "socketcan":
-            socketcan_feeder(can_channel, can_rate, feeding)
+        if can_interface != "virtual":
+            socketcan_feeder(
+                can_channel, can_rate, feeding, tmp / "can.sock" if can_interface == "datagram" else None
+            )
         try:
             start = time.monotonic()
             cpu0 = wall0 = None
@@ -374,7 +416,7 @@ def main() -> None:
     parser.add_argument("--transport", default="grpc", choices=("grpc", "mqtt"))
     parser.add_argument("--can-rate", type=float, default=100.0, help="CAN frames a second")
     parser.add_argument("--scan-every", type=float, default=60.0, help="seconds between scans")
-    parser.add_argument("--can-interface", default="virtual", choices=("virtual", "socketcan"))
+    parser.add_argument("--can-interface", default="datagram", choices=("datagram", "socketcan", "virtual"))
     parser.add_argument("--can-channel", default=CHANNEL, help="e.g. vcan0 with --can-interface socketcan")
     parser.add_argument("--plain", action="store_true", help="no TLS, no trusted key, no signed manifest")
     parser.add_argument("--child", help=argparse.SUPPRESS)
