@@ -18,7 +18,6 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import median
 
 EARTH_RADIUS_M = 6_371_008.8
 # The profile is learned at these straight-line distances (m) and interpolated between them:
@@ -166,7 +165,9 @@ class ServiceTimes:
         seen = self.observed.get(kind)
         if not seen:
             return manifest_s
-        return float(median([manifest_s] * SERVICE_PRIOR_COUNT + list(seen)))
+        values = sorted([manifest_s] * SERVICE_PRIOR_COUNT + list(seen))
+        middle = len(values) // 2  # statistics.median's rule, without its 0.5 MB of imports
+        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 @dataclass

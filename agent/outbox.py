@@ -85,6 +85,11 @@ _BULK = f"kind IN ({','.join(repr(k) for k in BULK_KINDS)})"
 _MIGRATE_STEP = 2000
 _EVICT_STEP = 500
 _RETRY_BUSY_MS = 50
+_CACHE_KIB = 512
+"""SQLite's page cache for the outbox (its default is 2 MiB). The cache fills over hours, not in
+a benchmark's minutes, so its size is part of the van's steady 40 MB: 512 KiB holds the pages the
+hot path touches (the tail of the table and of its indexes); the kernel's page cache holds the
+rest. Measured: 1.4 MB less resident after 200,000 appends, append rate within noise."""
 
 PendingRow = tuple[int, str, int, bytes]
 """(seq, kind, priority, body) of a record appended but not yet committed."""
@@ -312,6 +317,7 @@ class Outbox:
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file: evictions shrink it
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
             # The WAL is part of the footprint: checkpoint and truncate it well inside the budget.
             wal_limit = min(4 << 20, self.disk_budget_bytes // 4, self._fs_bytes // 16)
             db.execute(f"PRAGMA journal_size_limit={wal_limit}")

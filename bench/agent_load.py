@@ -304,7 +304,7 @@ def run(
                 ].read_text()
             broker = Mosquitto(tmp, port, listener=listener)
             broker.start()
-            target = f"mqtt://127.0.0.1:{port}" if plain else f"mqtts://localhost:{port}"
+            target = f"mqtt://127.0.0.1:{port}"  # TLS from the uplink.tls_* files
             hub = collector(tmp, db, mqtt_url=target, tls=hub_tls or None)
         gps_master, gps_port = open_pty()
         scan_master, scan_port = open_pty()
