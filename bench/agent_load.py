@@ -255,9 +255,10 @@ def fleet_setup(tmp: Path, plain: bool) -> tuple[dict[str, Any], list[str], Path
     return van, hub, key_path
 
 
-def push_manifest(tmp: Path, db: Path, key_path: Path) -> None:
+def push_manifest(tmp: Path, db: Path, key_path: Path, mqtt_url: str | None) -> None:
     """The Munich manifest, signed by the fleet key, left for the van in the collector's
-    pushed-documents table (gRPC streams send it down; ``dropline config push --db``)."""
+    pushed-documents table (gRPC streams send it down; ``dropline config push --db``), or
+    published retained on the van's documents topic with a collector's certificate (``--mqtt``)."""
     from protocols import envelope
 
     key = envelope.load_private_key(key_path.read_bytes())
@@ -265,7 +266,18 @@ def push_manifest(tmp: Path, db: Path, key_path: Path) -> None:
         MANIFEST.read_bytes(), [key], kind="manifest", version=2, expires=time.time() + 86400, vehicle=VEHICLE
     )
     (tmp / "manifest.signed").write_bytes(signed)
-    args = ["config", "push", str(tmp / "manifest.signed"), "--vehicle", VEHICLE, "--db", str(db)]
+    args = ["config", "push", str(tmp / "manifest.signed"), "--vehicle", VEHICLE]
+    if mqtt_url is None:
+        args += ["--db", str(db)]
+    else:
+        pki = tmp / "pki"
+        args += ["--mqtt", mqtt_url, "--tls-ca", str(pki / "ca.pem")]
+        args += [
+            "--tls-cert",
+            str(pki / "collectors" / "main.pem"),
+            "--tls-key",
+            str(pki / "collectors" / "main.key"),
+        ]
     subprocess.run([sys.executable, "-m", "dropline_cli", *args], check=True, capture_output=True, cwd=ROOT)
 
 
@@ -355,7 +367,7 @@ def run(
                     next_scan += scan_every
                 if not pushed and now - start >= 5.0 and db.exists():
                     assert key_path is not None
-                    push_manifest(tmp, db, key_path)
+                    push_manifest(tmp, db, key_path, target if transport == "mqtt" else None)
                     pushed = True
                 if cpu0 is None and now - start >= warmup:
                     cpu0, wall0 = cpu_seconds(proc.pid), now

@@ -128,13 +128,23 @@ def _stored(db: Path) -> dict[str, Counter[str]]:
 def _status_lines(vans: list[Van], db: Path, stop: threading.Event) -> None:
     """One line per van, redrawn each second: progress, SoC, stops done, exceptions, sent/stored."""
     tty = sys.stdout.isatty()
+    # Per van: (its latest agent, records sent by the agents before it, sent by that one), so the
+    # count survives an agent's restart and the end of its day.
+    sent_by: dict[str, tuple[object, int, int]] = {}
     while not stop.is_set() and not all(v.progress.done for v in vans):
         rows = _stored_details(db)
         lines = []
         for v in vans:
             p, info = v.progress, rows.get(v.day.vehicle, {})
             agent = p.agent
-            sent = agent.uplink.stats.records_sent if agent is not None and agent.uplink else 0
+            latest, earlier, current = sent_by.get(v.day.vehicle, (None, 0, 0))
+            if agent is not None:
+                if agent is not latest:
+                    latest, earlier, current = agent, earlier + current, 0
+                if agent.uplink:
+                    current = agent.uplink.stats.records_sent
+            sent_by[v.day.vehicle] = (latest, earlier, current)
+            sent = earlier + current
             lines.append(
                 f"  {v.day.vehicle} {100 * p.step // max(1, p.steps):3d}%  SoC {p.soc_pct:5.1f}%  "
                 f"stops {info.get('completed', 0)}/{len(v.day.manifest['stops'])}  "  # type: ignore[arg-type]
