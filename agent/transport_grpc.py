@@ -111,7 +111,9 @@ class GrpcTransport:
                 sock = self._tls.wrap_socket(raw, server_hostname=self._host)
                 if sock.selected_alpn_protocol() != "h2":
                     raise TransportError(f"gRPC collector {self.target} did not agree to HTTP/2 (ALPN)")
-            sock.settimeout(max(self._keepalive_s, 1.0))
+            # A backstop for one blocking send, or one TLS record trickling in over a slow link:
+            # silence between frames is the keep-alive's to judge, in about 2 x keepalive_s.
+            sock.settimeout(max(3 * self._keepalive_s, 10.0))
             conn = h2.connection.H2Connection(
                 h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
             )
