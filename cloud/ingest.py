@@ -40,11 +40,12 @@ from dataclasses import dataclass
 
 from cloud.blobs import Blobs
 from cloud.sqldb import SqlDb
-from cloud.store import CONFLICT, SEQ_MAX, Quarantine, Store, WriteResult
+from cloud.store import CONFLICT, SEQ_MAX, Quarantine, Storable, Store, WriteResult
 from protocols import convert, topics, wire
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 from protocols.rejects import Rejects
+from protocols.wire import TrackFix
 
 log = logging.getLogger("dropline.collector")
 
@@ -110,19 +111,30 @@ class _Bucket:
     logged_at: float = -math.inf
 
 
-def check_record(r: pb.Record) -> str | None:
-    """Why this record cannot be stored (its quarantine reason), or None if it can."""
-    seq = r.seq
+def check_fix(seq: int, time_ms: int, lat_e7: int, lon_e7: int) -> str | None:
+    """Why this fix cannot be stored (its quarantine reason), or None if it can."""
     if seq < 1 or seq > SEQ_MAX:
         return "bad_seq"
+    if not MIN_FIX_TIME_MS <= time_ms < MAX_TIME_MS:
+        return "bad_time"
+    if not (-900_000_000 <= lat_e7 <= 900_000_000 and -1_800_000_000 <= lon_e7 <= 1_800_000_000):
+        return "bad_position"
+    return None
+
+
+def check_record(r: Storable) -> str | None:
+    """Why this record cannot be stored (its quarantine reason), or None if it can; a track's
+    fix is judged exactly as the same fix sent as a record."""
+    if isinstance(r, TrackFix):
+        return check_fix(r.seq, r.time_ms, r.lat_e7, r.lon_e7)
+    seq = r.seq
     kind = r.WhichOneof("body")
     if kind == "fix":
         f = r.fix
-        if not MIN_FIX_TIME_MS <= f.time_ms < MAX_TIME_MS:
-            return "bad_time"
-        if not (-900_000_000 <= f.lat_e7 <= 900_000_000 and -1_800_000_000 <= f.lon_e7 <= 1_800_000_000):
-            return "bad_position"
-    elif kind == "gap":
+        return check_fix(seq, f.time_ms, f.lat_e7, f.lon_e7)
+    if seq < 1 or seq > SEQ_MAX:
+        return "bad_seq"
+    if kind == "gap":
         g = r.gap
         if not 1 <= g.from_seq <= g.to_seq < seq:
             return "bad_gap"
@@ -135,6 +147,16 @@ def check_record(r: pb.Record) -> str | None:
         if kind == "signal" and not math.isfinite(r.signal.value):
             return "non_finite"
     return None
+
+
+def _kind(r: Storable) -> str | None:
+    """The record's body kind (None: a kind this build does not know)."""
+    return "fix" if isinstance(r, TrackFix) else r.WhichOneof("body")
+
+
+def _message(r: Storable) -> pb.Record:
+    """The record as a message (a track's fix parsed from its body, the bytes it is stored as)."""
+    return pb.Record.FromString(r.body) if isinstance(r, TrackFix) else r
 
 
 def _ack_vehicle(vehicle: str) -> str:
@@ -177,7 +199,7 @@ class Ingest:
         self.blobs = Blobs(sql.beside(".blobs")) if sql is not None else None
         """Photos reassembled from stored chunks after each commit (beside a SQLite store, or in
         the PostgreSQL store's database)."""
-        self._recent: dict[str, dict[int, pb.Fix]] = {}  # vehicle -> last fixes stored, by seq
+        self._recent: dict[str, dict[int, Storable]] = {}  # vehicle -> last fixes stored, by seq
         self.listeners: list[Callable[[str, list[pb.Record]], None]] = []
         """Called after each commit with the batch's records now stored (duplicates included: at
         least once), on the ingest's thread: the live event stream and webhooks. Must not block."""
@@ -261,7 +283,7 @@ class Ingest:
     def _handle(self, data: bytes, topic_vehicle: str | None) -> pb.Ack:
         ack_vehicle = _ack_vehicle(topic_vehicle or "")
         try:
-            batch = wire.decode_batch(
+            batch = wire.decode_rows(
                 data, self.limits.max_bytes, self.limits.max_records, references=self._reference
             )
         except WireError as exc:
@@ -273,7 +295,7 @@ class Ingest:
         if topic_vehicle is not None and vehicle != topic_vehicle:
             detail = f"{vehicle} on {topic_vehicle}"
             return self._refuse("vehicle_mismatch", ack_vehicle, batch.batch_id, detail)
-        good: list[pb.Record] = []
+        good: list[Storable] = []
         unreadable = [u for u in batch.unreadable if u.reason != NEEDS_REFERENCE]
         aside = [Quarantine(u.seq, u.kind, u.reason, u.body) for u in unreadable]
         resend = len(unreadable) < len(batch.unreadable)
@@ -281,6 +303,8 @@ class Ingest:
             reason = check_record(r)
             if reason is None:
                 good.append(r)
+            elif isinstance(r, TrackFix):
+                aside.append(Quarantine(r.seq, "fix", reason, r.body))
             else:
                 aside.append(Quarantine(r.seq, convert.kind_of(r), reason, r.SerializeToString()))
         ack = pb.Ack(vehicle=vehicle, batch_id=batch.batch_id, reason=NEEDS_REFERENCE if resend else "")
@@ -300,9 +324,10 @@ class Ingest:
         self._remember(vehicle, good, result)
         if self._after_commit is not None:
             self._after_commit(vehicle, result)
-        if self.blobs is not None and any(r.WhichOneof("body") == "blob_chunk" for r in good):
+        chunks = [] if self.blobs is None else [r for r in good if isinstance(r, pb.Record)]
+        if self.blobs is not None and any(r.WhichOneof("body") == "blob_chunk" for r in chunks):
             try:  # chunks conflicting with a held seq were quarantined, not stored: left out
-                held = [r for r in good if any(a <= r.seq <= b for a, b in result.stored_ranges)]
+                held = [r for r in chunks if any(a <= r.seq <= b for a, b in result.stored_ranges)]
                 self.blobs.take(vehicle, held)
             except Exception as exc:  # stored but not reassembled: no ack, so the van sends again
                 log.error("collector: blobs of %s batch %d: %s", vehicle, batch.batch_id, exc)
@@ -334,27 +359,31 @@ class Ingest:
     def _reference(self, vehicle: str, seq: int) -> pb.Fix | None:
         """A track's reference: a fix stored at ``seq`` (recent ones from memory, else the store)."""
         with self._lock:
-            fix = self._recent.get(vehicle, {}).get(seq)
-        if fix is not None:
-            return fix
-        record = self.store.fix(vehicle, seq)
+            recent = self._recent.get(vehicle, {}).get(seq)
+        record = self.store.fix(vehicle, seq) if recent is None else _message(recent)
         return None if record is None else record.fix
 
-    def _remember(self, vehicle: str, good: list[pb.Record], result: WriteResult) -> None:
+    def _remember(self, vehicle: str, good: list[Storable], result: WriteResult) -> None:
         """Keep the last ``REFERENCE_CACHE`` fixes of the batch that are now stored."""
-        fixes = [r for r in good if r.WhichOneof("body") == "fix"][-REFERENCE_CACHE:]
-        held = [r for r in fixes if any(a <= r.seq <= b for a, b in result.stored_ranges)]
+        fixes: list[Storable] = []
+        for r in reversed(good):
+            if _kind(r) == "fix":
+                fixes.append(r)
+                if len(fixes) == REFERENCE_CACHE:
+                    break
+        held = [r for r in reversed(fixes) if any(a <= r.seq <= b for a, b in result.stored_ranges)]
         if not held:
             return
         with self._lock:
             recent = self._recent.setdefault(vehicle, {})
             for r in held:
-                recent[r.seq] = r.fix
+                recent[r.seq] = r
             for seq in sorted(recent)[:-REFERENCE_CACHE]:
                 del recent[seq]
 
-    def _notify(self, vehicle: str, good: list[pb.Record], result: WriteResult) -> None:
-        """Tell the listeners which records are stored (not the ones quarantined as conflicts)."""
+    def _notify(self, vehicle: str, good: list[Storable], result: WriteResult) -> None:
+        """Tell the listeners which records are stored (not the ones quarantined as conflicts), as
+        messages (a track's fixes parsed from their bodies)."""
         spans = sorted(result.stored_ranges)
         firsts = [first for first, _ in spans]
 
@@ -362,7 +391,7 @@ class Ingest:
             i = bisect.bisect_right(firsts, seq) - 1
             return i >= 0 and seq <= spans[i][1]
 
-        stored = [r for r in good if held(r.seq)]
+        stored = [_message(r) for r in good if held(r.seq)]
         for listener in self.listeners:
             try:
                 listener(vehicle, stored)

@@ -25,15 +25,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from cloud.spans import Spans, runs
 from protocols import convert
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import iso_time
+from protocols.wire import TrackFix
 
 SEQ_MAX = 2**63 - 1
 """SQLite integers are signed 64-bit: seqs (and gap bounds) above this cannot be stored."""
+
+Storable: TypeAlias = pb.Record | TrackFix
+"""What a store writes: a decoded record, or a track segment's fix as ``wire.decode_rows`` gives it
+(stored with the same kind, time and body as the equal ``pb.Record``)."""
 
 QUARANTINE = "quarantine"
 """The ``export`` kind that prints quarantined records."""
@@ -157,7 +162,8 @@ class WriteResult:
 class Prepared:
     """A batch sorted out before anything is written, the same for every store: one row per
     distinct seq (columns ``seqs``, ``kinds``, ``times``, ``bodies``), a seq repeated in the batch
-    with another body set ``aside`` as a conflict, the gap ranges, and the newest fix."""
+    with another body set ``aside`` as a conflict, the gap ranges, and the newest fix (the one
+    with the greatest time, the last of them on a tie) as a ``TrackFix`` whatever it came as."""
 
     seqs: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
@@ -167,7 +173,7 @@ class Prepared:
     kind_of: dict[int, str] = field(default_factory=dict)
     aside: list[Quarantine] = field(default_factory=list)
     gaps: list[tuple[int, int]] = field(default_factory=list)
-    best: pb.Record | None = None
+    best: TrackFix | None = None
 
 
 def export_bodies(kind: str) -> tuple[str, ...] | None:
@@ -194,37 +200,48 @@ def export_row(vehicle: str, body: bytes, record: pb.Record) -> dict[str, Any]:
     return out
 
 
-def prepare(records: Sequence[pb.Record], quarantine: Sequence[Quarantine]) -> Prepared:
+def prepare(records: Sequence[Storable], quarantine: Sequence[Quarantine]) -> Prepared:
     out = Prepared(aside=list(quarantine))
+    body_of = out.body_of
     best_t = -(2**63)
+    best: Storable | None = None
     t: int | None
     kind: str | None
     for r in records:
         seq = r.seq
-        kind = r.WhichOneof("body")
-        body = r.SerializeToString()
-        earlier = out.body_of.get(seq)
+        if isinstance(r, TrackFix):  # a track's fix: checked and encoded already, no message
+            kind, body, t = "fix", r.body, r.time_ms
+        else:
+            kind = r.WhichOneof("body")
+            body = r.SerializeToString()
+            t = r.fix.time_ms if kind == "fix" else None
+        earlier = body_of.get(seq)
         if earlier is not None:  # the same seq twice in one batch
             if not _same_record(earlier, body):
                 out.aside.append(Quarantine(seq, kind or "unknown", CONFLICT, body))
             continue
-        out.body_of[seq] = body
+        body_of[seq] = body
         if kind == "fix":
-            t = r.fix.time_ms
+            assert t is not None
             if t >= best_t:
-                best_t, out.best = t, r
+                best_t, best = t, r
         elif kind is None:
-            kind, t = "unknown", None  # a body this build does not know: kept as sent
+            kind = "unknown"  # a body this build does not know: kept as sent
         elif kind == "gap":
+            assert isinstance(r, pb.Record)
             out.gaps.append((r.gap.from_seq, r.gap.to_seq))
-            t = None
         else:
+            assert isinstance(r, pb.Record)
             t = getattr(r, kind).time_ms
         out.kind_of[seq] = kind
         out.seqs.append(seq)
         out.kinds.append(kind)
         out.times.append(t)
         out.bodies.append(body)
+    if isinstance(best, pb.Record):
+        f = best.fix
+        best = TrackFix(best.seq, f.time_ms, f.lat_e7, f.lon_e7, body_of[best.seq])
+    out.best = best
     return out
 
 
@@ -282,7 +299,7 @@ class Store(Protocol):
     """Where the collector keeps records. Every method may be called from any thread."""
 
     def write(
-        self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
+        self, vehicle: str, records: Sequence[Storable], quarantine: Sequence[Quarantine] = ()
     ) -> WriteResult:
         """Insert the records (a (vehicle, seq) already held with the same body is a duplicate,
         with another body a conflict, quarantined) and the quarantined ones, and update the
@@ -414,7 +431,7 @@ class SqliteStore:
     # -- writing --------------------------------------------------------------------------------
 
     def write(
-        self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
+        self, vehicle: str, records: Sequence[Storable], quarantine: Sequence[Quarantine] = ()
     ) -> WriteResult:
         batch = prepare(records, quarantine)
         aside = batch.aside
@@ -525,7 +542,7 @@ class SqliteStore:
         )
 
     def _save_vehicle(
-        self, vehicle: str, state: _Vehicle, contiguous: int, max_seq: int, best: pb.Record | None
+        self, vehicle: str, state: _Vehicle, contiguous: int, max_seq: int, best: TrackFix | None
     ) -> None:
         db = self._db
         if not state.known:
@@ -540,11 +557,11 @@ class SqliteStore:
                 (state.records, contiguous, max_seq, vehicle),
             )
         if best is not None:
-            f = best.fix
+            t = best.time_ms
             db.execute(
                 "UPDATE vehicles SET fix_seq = ?, fix_time_ms = ?, lat_e7 = ?, lon_e7 = ? WHERE vehicle = ?"
                 " AND (fix_time_ms IS NULL OR fix_time_ms < ? OR (fix_time_ms = ? AND fix_seq < ?))",
-                (best.seq, f.time_ms, f.lat_e7, f.lon_e7, vehicle, f.time_ms, f.time_ms, best.seq),
+                (best.seq, t, best.lat_e7, best.lon_e7, vehicle, t, t, best.seq),
             )
 
     # -- reading --------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from cloud.store import (
     QUARANTINE,
     SEQ_MAX,
     Quarantine,
+    Storable,
     VehicleProgress,
     WriteResult,
     _same_record,
@@ -53,6 +54,7 @@ from cloud.store import (
 )
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.records import iso_time
+from protocols.wire import TrackFix
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -283,7 +285,7 @@ class PostgresStore:
     # -- writing --------------------------------------------------------------------------------
 
     def write(
-        self, vehicle: str, records: Sequence[pb.Record], quarantine: Sequence[Quarantine] = ()
+        self, vehicle: str, records: Sequence[Storable], quarantine: Sequence[Quarantine] = ()
     ) -> WriteResult:
         batch = prepare(records, quarantine)
         aside = batch.aside
@@ -391,7 +393,7 @@ class PostgresStore:
         changes: _SpanChanges,
         contiguous: int,
         max_seq: int,
-        best: pb.Record | None,
+        best: TrackFix | None,
     ) -> None:
         """Write the changed ranges and the vehicle's row, bumping its version."""
         if changes.deleted:
@@ -411,11 +413,8 @@ class PostgresStore:
         state.version += 1
         db.execute(_VEHICLE_UPSERT, (vehicle, state.records, contiguous, max_seq, state.version))
         if best is not None:
-            f = best.fix
-            db.execute(
-                _POSITION,
-                (best.seq, f.time_ms, f.lat_e7, f.lon_e7, vehicle, f.time_ms, f.time_ms, best.seq),
-            )
+            t = best.time_ms
+            db.execute(_POSITION, (best.seq, t, best.lat_e7, best.lon_e7, vehicle, t, t, best.seq))
 
     # -- reading --------------------------------------------------------------------------------
 

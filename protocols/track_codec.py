@@ -340,6 +340,93 @@ _U64: cython.ulonglong = 0xFFFFFFFFFFFFFFFF
 
 
 @cython.cfunc
+@cython.locals(v=cython.ulonglong)
+def _put_u64(out: bytearray, value: cython.ulonglong) -> cython.void:
+    """Append ``value`` as a protobuf varint (at most ten bytes)."""
+    v = value
+    while v >= 0x80:
+        out.append(cython.cast(cython.int, (v & 0x7F) | 0x80))
+        v >>= 7
+    out.append(cython.cast(cython.int, v))
+
+
+@cython.cfunc
+@cython.locals(v=cython.longlong)
+def _put_sint32(out: bytearray, value: cython.longlong) -> cython.void:
+    """Append an int32 as protobuf's ``sint32`` (zigzag) varint."""
+    v = value
+    if v >= 0:
+        _put_u64(out, v * 2)
+    else:
+        _put_u64(out, -v * 2 - 1)
+
+
+@cython.locals(
+    i=cython.Py_ssize_t,
+    n=cython.Py_ssize_t,
+    t=cython.longlong,
+    mode=cython.ulonglong,
+    lat=cython.longlong,
+    lon=cython.longlong,
+)
+def record_bodies(seqs: Sequence[int], columns: TrackColumns) -> list[bytes]:
+    """Per fix, ``dropline.v1.Record(seq=seqs[i], fix=<fix i>)`` serialised byte for byte as
+    protobuf serialises it (fields in number order, zero scalars left out, the optional fields
+    written when present, even at zero; a seq of 0 left out), without building a message. The
+    columns must hold values in their ``Fix`` fields' ranges, as ``decode_columns`` gives them."""
+    n = len(columns.time_ms)
+    if len(seqs) != n:
+        raise ValueError("record_bodies: one seq per fix")
+    times = columns.time_ms
+    modes = columns.mode
+    lats = columns.lat_e7
+    lons = columns.lon_e7
+    opt: list[tuple[int, list[int | None]]] = []
+    for field_number, name in enumerate(OPTIONAL, start=5):  # Fix fields 5..9
+        values = columns.optional.get(name, [])
+        if any(v is not None for v in values):
+            opt.append((field_number, values))
+    out: list[bytes] = []
+    fix = bytearray()
+    for i in range(n):
+        del fix[:]
+        t = times[i]
+        if t:
+            fix.append(0x08)
+            _put_u64(fix, t & _U64)  # int64: two's complement, ten bytes when negative
+        mode = modes[i]
+        if mode:
+            fix.append(0x10)
+            _put_u64(fix, mode)
+        lat = lats[i]
+        if lat:
+            fix.append(0x18)
+            _put_sint32(fix, lat)
+        lon = lons[i]
+        if lon:
+            fix.append(0x20)
+            _put_sint32(fix, lon)
+        for field_number, values in opt:
+            value = values[i]
+            if value is not None:
+                fix.append(field_number << 3)
+                if field_number == 5:  # alt_msl_cm, the one signed optional field
+                    _put_sint32(fix, value)
+                else:
+                    _put_u64(fix, value)
+        record = bytearray()
+        seq = seqs[i]
+        if seq:
+            record.append(0x08)
+            _put_u64(record, seq)
+        record.append(0x52)  # Record field 10 (fix), length-delimited
+        _put_u64(record, len(fix))
+        record += fix
+        out.append(bytes(record))
+    return out
+
+
+@cython.cfunc
 @cython.locals(
     n=cython.Py_ssize_t,
     pos=cython.Py_ssize_t,

@@ -12,8 +12,10 @@ Encoding (the van's side) needs no protobuf runtime: the schema's enum values an
 written out here (``tests/test_protocols.py`` checks them against the generated code).
 Decoding (the collector's side) goes through the generated protobuf code (upb, in C), imported
 when first needed, with limits checked first so a hostile batch cannot make the collector
-allocate without bound. A record whose body does not decode is set aside with its seq and reason
-(``Unreadable``), never allowed to sink its batch.
+allocate without bound; ``decode_rows`` (the collector's path) gives a track segment's fixes as
+``TrackFix`` rows straight from its columns instead of one message per fix. A record whose body
+does not decode is set aside with its seq and reason (``Unreadable``), never allowed to sink its
+batch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from protocols import track_codec
 from protocols.errors import WireError
@@ -145,6 +147,18 @@ class Unreadable:
     body: bytes
 
 
+class TrackFix(NamedTuple):
+    """A fix of a track segment as ``decode_rows`` gives it: no protobuf message, only what the
+    collector checks and stores. ``body`` is ``Record(seq=seq, fix=...)`` serialised exactly as
+    protobuf serialises it, so it is stored, compared and exported like any decoded record's."""
+
+    seq: int
+    time_ms: int
+    lat_e7: int
+    lon_e7: int
+    body: bytes
+
+
 @dataclass(slots=True)
 class Decoded:
     """A decoded batch: the header, the readable records, and the records set aside."""
@@ -152,6 +166,17 @@ class Decoded:
     vehicle: str
     batch_id: int
     records: list[pb.Record]
+    unreadable: list[Unreadable]
+
+
+@dataclass(slots=True)
+class DecodedRows:
+    """A batch as ``decode_rows`` gives it: ``Decoded``, but the fixes of track segments as
+    ``TrackFix`` rows, in batch order among the other records."""
+
+    vehicle: str
+    batch_id: int
+    records: list[pb.Record | TrackFix]
     unreadable: list[Unreadable]
 
 
@@ -272,6 +297,18 @@ def decode_batch(
     WireError) anything beyond the limits or unreadable as a whole. Single records that do not
     decode come back in ``unreadable``, each with its seq; a track segment whose reference fix
     ``references`` does not know comes back unreadable as ``track_needs_reference``."""
+    from protocols.dropline.v1 import dropline_pb2 as pb
+
+    rows = decode_rows(data, max_bytes, max_records, references)
+    records = [pb.Record.FromString(r.body) if isinstance(r, TrackFix) else r for r in rows.records]
+    return Decoded(rows.vehicle, rows.batch_id, records, rows.unreadable)
+
+
+def decode_rows(
+    data: bytes, max_bytes: int, max_records: int, references: References | None = None
+) -> DecodedRows:
+    """``decode_batch`` without a protobuf message per fix of a track segment (the collector's
+    path): those come back as ``TrackFix`` rows, straight from the track's columns."""
     if len(data) > max_bytes:
         raise WireError("oversized")
     batch = _parse(data)
@@ -302,7 +339,7 @@ def decode_batch(
             count += len(segment.seqs)
         if count > max_records:
             raise WireError("too_many_records")
-    records = list(batch.records)
+    records: list[pb.Record | TrackFix] = list(batch.records)
     unreadable: list[Unreadable] = []
     for i, segment in enumerate(batch.segments):
         if i in tracks:
@@ -315,7 +352,7 @@ def decode_batch(
             _flatten_track(segment, seqs, fix, records, unreadable, max_bytes)
         else:
             _flatten(segment, records, unreadable)
-    return Decoded(batch.vehicle, batch.batch_id, records, unreadable)
+    return DecodedRows(batch.vehicle, batch.batch_id, records, unreadable)
 
 
 def _parse(data: bytes) -> pb.Batch:
@@ -329,7 +366,7 @@ def _parse(data: bytes) -> pb.Batch:
     return batch
 
 
-def _flatten(segment: pb.Segment, records: list[pb.Record], unreadable: list[Unreadable]) -> None:
+def _flatten(segment: pb.Segment, records: list[pb.Record | TrackFix], unreadable: list[Unreadable]) -> None:
     from protocols.dropline.v1 import dropline_pb2 as pb
 
     kind = segment.kind
@@ -357,31 +394,27 @@ def _flatten_track(
     segment: pb.Segment,
     seqs: list[int],
     reference: pb.Fix | None,
-    records: list[pb.Record],
+    records: list[pb.Record | TrackFix],
     unreadable: list[Unreadable],
     max_bytes: int,
 ) -> None:
-    """A track blob back into fix records with their seqs; a blob that does not decode, or not
-    into one fix per seq, sets every seq of the segment aside with the blob."""
-    from protocols.dropline.v1 import dropline_pb2 as pb
-
+    """A track blob back into ``TrackFix`` rows with their seqs; a blob that does not decode, or
+    not into one fix per seq, sets every seq of the segment aside with the blob."""
     reason = ""
-    fixes: list[pb.Fix] = []
+    columns: track_codec.TrackColumns | None = None
     if segment.kind != "fix" or segment.bodies:
         reason = "bad_segment"
     else:
         try:
             ref = None if reference is None else track_codec.reference_of(reference)
-            fixes = track_codec.decode(segment.data, len(seqs), max_bytes, ref)
+            columns = track_codec.decode_columns(track_codec.unpack(segment.data, max_bytes), len(seqs), ref)
         except WireError as exc:
             reason = str(exc)
         else:
-            if len(fixes) != len(seqs):
+            if len(columns) != len(seqs):
                 reason = "bad_segment"
-    if reason:
+    if reason or columns is None:
         unreadable.extend(Unreadable(s, segment.kind, reason, segment.data) for s in seqs)
         return
-    for seq, fix in zip(seqs, fixes, strict=True):
-        record = pb.Record(seq=seq)
-        record.fix.CopyFrom(fix)
-        records.append(record)
+    bodies = track_codec.record_bodies(seqs, columns)
+    records.extend(map(TrackFix, seqs, columns.time_ms, columns.lat_e7, columns.lon_e7, bodies))
