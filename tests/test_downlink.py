@@ -19,6 +19,7 @@ from protocols import downlink
 from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 from protocols.wire import varint
+from tests.mutations import mutated
 
 U64 = st.integers(0, 2**64 - 1)
 
@@ -146,24 +147,6 @@ def soup(draw: st.DrawFn, depth: int = 3) -> bytes:
             closing = draw(st.one_of(st.just(number), st.integers(0, 9)))
             parts.append(inner + tag(closing, 4))
     return b"".join(parts)
-
-
-@st.composite
-def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
-    """``base`` cut short, with bytes changed, inserted or deleted."""
-    data = bytearray(draw(base))
-    for _ in range(draw(st.integers(0, 3))):
-        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        at = draw(st.integers(0, len(data)))
-        if op == "flip" and at < len(data):
-            data[at] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=3))
-        elif op == "delete":
-            del data[at : at + draw(st.integers(1, 3))]
-        else:
-            del data[at:]
-    return bytes(data)
 
 
 serialised = st.one_of(

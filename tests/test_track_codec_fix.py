@@ -24,6 +24,7 @@ from protocols.dropline.v1 import dropline_pb2 as pb
 from protocols.errors import WireError
 from protocols.records import Fix
 from protocols.wire import varint
+from tests.mutations import mutated
 
 
 def _plain() -> ModuleType:
@@ -111,27 +112,9 @@ def soups(draw: st.DrawFn) -> bytes:
     return b"".join(parts)
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A real body or a soup, cut short, with bytes changed, inserted or deleted."""
-    data = bytearray(draw(fixes().map(lambda f: f.SerializeToString()) | soups() | st.binary(max_size=20)))
-    for _ in range(draw(st.integers(0, 3))):
-        at = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        if op == "flip" and at < len(data):
-            data[at] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=3))
-        elif op == "delete":
-            del data[at : at + draw(st.integers(1, 3))]
-        else:
-            del data[at:]
-    return bytes(data)
-
-
 @pytest.mark.parametrize("build", sorted(MODULES))
 @settings(max_examples=1000)
-@given(body=mutated())
+@given(body=mutated(fixes().map(lambda f: f.SerializeToString()) | soups() | st.binary(max_size=20)))
 @example(body=b"\x08" + b"\xff" * 9 + b"\x01")  # time -1: ten bytes, two's complement
 @example(body=b"\x88\x80\x80\x80\x80\x00\x05")  # a six-byte tag: protobuf refuses it
 @example(body=b"\x88\x80\x80\x80\x00\x05")  # a five-byte tag of field 1: fine
