@@ -67,7 +67,8 @@ def bench_can(log: Path, dbc: Path, repeat: int, mapping: str | Path = "kona_ev"
     and ``ratio_all_signals_same_output`` = that against the plain loop emitting the same records.
     """
     from firmware_bridge.can.bus_driver import read_frames
-    from firmware_bridge.can.decoder import CanDecoder, load_dbc
+    from firmware_bridge.can.compile_dbc import load_dbc
+    from firmware_bridge.can.decoder import CanDecoder
     from firmware_bridge.can.mapping import load_mapping
     from protocols.rejects import Rejects
 

@@ -15,7 +15,8 @@ import pytest
 
 from dropline_cli import main as dropline
 from firmware_bridge.can.bus_driver import iter_signals_from_log
-from firmware_bridge.can.decoder import CanDecoder, load_dbc
+from firmware_bridge.can.compile_dbc import load_dbc
+from firmware_bridge.can.decoder import CanDecoder
 from firmware_bridge.can.mapping import MappingError, load_mapping, shipped_names
 from protocols.errors import LogFormatError
 from tests.conftest import DATA

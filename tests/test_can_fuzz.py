@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.can.bus_driver import iter_signals_from_log
-from firmware_bridge.can.decoder import CanDecoder, load_dbc
+from firmware_bridge.can.compile_dbc import load_dbc
+from firmware_bridge.can.decoder import CanDecoder
 from firmware_bridge.can.log_reader import read_frames
 from firmware_bridge.can.mapping import load_mapping
 from protocols.rejects import Rejects

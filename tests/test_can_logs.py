@@ -13,7 +13,8 @@ import pytest
 
 from dropline_cli import main as dropline
 from firmware_bridge.can.bus_driver import iter_signals_from_log
-from firmware_bridge.can.decoder import CanDecoder, load_dbc
+from firmware_bridge.can.compile_dbc import load_dbc
+from firmware_bridge.can.decoder import CanDecoder
 from firmware_bridge.can.log_lines import MAX_LINE
 from firmware_bridge.can.log_reader import read_frames
 from protocols.errors import DbcError, LogFormatError, MappingError

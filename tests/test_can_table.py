@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge.can.compile_dbc import compile_database
-from firmware_bridge.can.decoder import CanDecoder, load_dbc
+from firmware_bridge.can.compile_dbc import compile_database, load_dbc
+from firmware_bridge.can.decoder import CanDecoder
 from firmware_bridge.can.table_decoder import DecodeFailed, DecodeTable, load_table
 from protocols.errors import DbcError
 from tests.conftest import DATA

@@ -25,9 +25,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from protocols.errors import DbcError
+
 FORMAT = 1  # bumped when the table's layout changes, so a cached table of another layout is rebuilt
+
+
+def load_dbc(path: str | Path) -> Any:
+    """A cantools database, non-strict (the community DBCs have overlapping signals) and UTF-8."""
+    import cantools
+
+    try:
+        return cantools.database.load_file(str(path), encoding="utf-8", strict=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DbcError(f"{path}: cannot read: {exc}") from None
+    except Exception as exc:  # cantools raises its own parse errors (and others) for bad files
+        raise DbcError(f"{path}: not a usable DBC: {exc}") from None
 
 
 def _network_bit(start: int) -> int:
@@ -142,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dbc", help="the DBC file")
     args = parser.parse_args(argv)
-    from firmware_bridge.can.decoder import load_dbc
-    from protocols.errors import DbcError
 
     try:
         table = compile_database(load_dbc(args.dbc))

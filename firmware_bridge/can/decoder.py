@@ -29,7 +29,7 @@ from typing import Any
 
 from firmware_bridge.can.mapping import Mapping, MappingEntry, load_mapping
 from firmware_bridge.can.table_decoder import DecodeTable, TableMessage, load_table
-from protocols.errors import DbcError, MappingError
+from protocols.errors import MappingError
 from protocols.records import Signal
 from protocols.rejects import Rejects
 
@@ -54,18 +54,6 @@ _Rule = tuple[
     dict[float, float] | None,
     frozenset[int],
 ]
-
-
-def load_dbc(path: str | Path) -> Any:
-    """A cantools database, non-strict (the community DBCs have overlapping signals) and UTF-8."""
-    import cantools
-
-    try:
-        return cantools.database.load_file(str(path), encoding="utf-8", strict=False)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DbcError(f"{path}: cannot read: {exc}") from None
-    except Exception as exc:  # cantools raises its own parse errors (and others) for bad files
-        raise DbcError(f"{path}: not a usable DBC: {exc}") from None
 
 
 class _Plan:
@@ -137,6 +125,8 @@ class CanDecoder:
         cls, dbc: str | Path, mapping: str | Path | None = None, *, only_mapped: bool | None = None
     ) -> CanDecoder:
         """A decoder from a DBC path and a mapping name (``kona_ev``) or TOML path, checked together."""
+        from firmware_bridge.can.compile_dbc import load_dbc
+
         db = load_dbc(dbc)
         loaded = load_mapping(mapping, db) if mapping else None
         if loaded is not None and Path(loaded.dbc).name != Path(dbc).name:
